@@ -1,0 +1,1 @@
+"""audiossl: self-supervised audio pre-training and fine-tuning recipes."""

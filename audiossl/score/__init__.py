@@ -1,0 +1,1 @@
+"""Inference, metrics, results tables and plots."""

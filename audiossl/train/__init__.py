@@ -1,0 +1,1 @@
+"""The training engine: config, loop, distributed set-up, checkpoints, optimiser, EMA, logging."""
