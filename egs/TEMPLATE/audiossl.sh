@@ -1,0 +1,274 @@
+#!/usr/bin/env bash
+# The stage logic of every audiossl recipe. A recipe's run.sh sets options and calls this script;
+# the options below are the defaults. Stages are numbered, skippable and resumable:
+#   ./run.sh --stage 3 --stop-stage 5
+#
+#  1  data preparation      local/data.sh                      -> data/<set>/
+#  2  fbank features         utils/make_fbank.sh per model kind -> dump/fbank_<kind>/<set>/
+#  3  BEATs rounds 1..N      tokenizer r, then SSL model r      -> exp/beats_tok_r<r>/, exp/beats_ssl_r<r>/
+#  4  EAT pre-training                                          -> exp/eat_pretrain/
+#  5  fine-tuning            one per model (and per fold)        -> exp/finetune_<model>[_fold<k>]/
+#  6  scoring                each fine-tuned model, each test set -> exp/finetune_*/scores/<set>/
+#  7  results                RESULTS.md and plots
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+min() { if [ "$1" -le "$2" ]; then echo "$1"; else echo "$2"; fi; }
+SECONDS=0
+
+# General options
+stage=1               # first stage to run
+stop_stage=10000      # last stage to run
+nj=4                  # parallel jobs for feature extraction and scoring
+ngpu=0                # GPUs per training job (0 = CPU)
+nproc=1               # training processes on CPU (gloo DDP) when ngpu=0
+skip_bad=false        # drop unreadable audio (listed in dump/*/<set>/bad_utts) instead of failing
+local_data_opts=""    # options passed to local/data.sh
+
+# Data sets
+train_set=train       # training set (fine-tuning; and pre-training unless pretrain_set is set)
+valid_set=dev         # validation set
+test_sets="test"      # sets to score
+pretrain_set=""       # set used for self-supervised pre-training (default: train_set)
+folds=""              # cross-validation folds, e.g. "1 2 3 4 5": {fold} in set names is replaced
+
+# Pre-training
+pretrain_models="beats eat"   # which self-supervised models to pre-train (stages 3, 4)
+beats_rounds=2                # BEATs iterations: tokenizer r -> SSL model r, r = 1..N
+beats_tokenizer_r1_config=conf/beats_tokenizer_r1.yaml   # round 1: random-projection tokenizer
+beats_tokenizer_config=conf/beats_tokenizer.yaml         # rounds >= 2: self-distilled tokenizer
+beats_ssl_config=conf/beats_ssl.yaml
+eat_pretrain_config=conf/eat_pretrain.yaml
+pretrain_args=""              # extra --section.key value options for every pre-training run
+
+# Fine-tuning and scoring
+finetune_models="beats eat"   # encoders to fine-tune (stage 5)
+finetune_config=conf/finetune_{model}.yaml  # {model} is replaced by beats/eat
+pretrained=""                 # a model.pt (ours or imported) to fine-tune instead of our pre-training
+finetune_args=""              # extra --section.key value options for every fine-tuning run
+score_args=""                 # extra options for audiossl.bin.score
+
+help_message=$(cat <<EOF_HELP
+Usage: $0 [options]
+e.g.: $0 --stage 2 --stop-stage 5 --ngpu 1
+
+Options (defaults in brackets):
+  --stage N                  first stage to run [${stage}]
+  --stop-stage N             last stage to run [${stop_stage}]
+  --nj N                     parallel jobs for features and scoring [${nj}]
+  --ngpu N                   GPUs per training job, 0 = CPU [${ngpu}]
+  --nproc N                  training processes on CPU (gloo DDP) [${nproc}]
+  --skip-bad true|false      drop unreadable audio instead of failing [${skip_bad}]
+  --local-data-opts "..."    options for local/data.sh [${local_data_opts}]
+  --train-set NAME           [${train_set}]
+  --valid-set NAME           [${valid_set}]
+  --test-sets "A B"          [${test_sets}]
+  --pretrain-set NAME        set for pre-training, default the train set [${pretrain_set}]
+  --folds "1 2 ..."          cross-validation folds; {fold} in set names is replaced [${folds}]
+  --pretrain-models "..."    self-supervised models to pre-train: beats, eat [${pretrain_models}]
+  --beats-rounds N           BEATs iterations [${beats_rounds}]
+  --beats-tokenizer-r1-config FILE  [${beats_tokenizer_r1_config}]
+  --beats-tokenizer-config FILE     [${beats_tokenizer_config}]
+  --beats-ssl-config FILE           [${beats_ssl_config}]
+  --eat-pretrain-config FILE        [${eat_pretrain_config}]
+  --pretrain-args "..."      extra --section.key value options for pre-training [${pretrain_args}]
+  --finetune-models "..."    encoders to fine-tune: beats, eat [${finetune_models}]
+  --finetune-config FILE     {model} is replaced by the model name [${finetune_config}]
+  --pretrained PATH          model.pt to fine-tune instead of our own pre-training [${pretrained}]
+  --finetune-args "..."      extra options for fine-tuning [${finetune_args}]
+  --score-args "..."         extra options for audiossl.bin.score [${score_args}]
+EOF_HELP
+)
+
+log "$0 $*"
+run_args=$(printf '%q ' "$0" "$@")
+. utils/parse_options.sh
+
+if [ $# -ne 0 ]; then
+    log "Error: unexpected arguments: $*"
+    echo "${help_message}" >&2
+    exit 2
+fi
+
+. ./path.sh
+. ./cmd.sh
+
+[ -z "${pretrain_set}" ] && pretrain_set=${train_set}
+[ -z "${folds}" ] && fold_list="none" || fold_list=${folds}
+
+# The fbank front end each model reads (design: BEATs and EAT fbank options differ).
+fbank_kind() {
+    case $1 in
+        beats) echo beats ;;
+        eat) echo eat ;;
+        *) log "Error: unknown model '$1' (expected beats or eat)"; exit 1 ;;
+    esac
+}
+# Replace {fold} in a set name.
+fold_name() { local name=$1 fold=$2; echo "${name//\{fold\}/${fold}}"; }
+fold_suffix() { [ "$1" = none ] && echo "" || echo "_fold$1"; }
+
+# Every set a stage may read, with {fold} expanded.
+all_sets() {
+    local f s
+    for f in ${fold_list}; do
+        for s in ${pretrain_set} ${train_set} ${valid_set} ${test_sets}; do
+            fold_name "${s}" "${f}"
+        done
+    done | sort -u
+}
+# Model kinds the requested stages need features for.
+needed_kinds() {
+    local m
+    for m in ${pretrain_models} ${finetune_models}; do fbank_kind "${m}"; done | sort -u
+}
+
+# train <exp dir> <config> [--section.key value ...]: one training run through the engine,
+# resumed if it was interrupted, skipped when its model.pt exists. The exp dir keeps a replayable run.sh.
+train() {
+    local expdir=$1 config=$2
+    shift 2
+    if [ -f "${expdir}/model.pt" ]; then
+        log "${expdir}/model.pt exists: skipping (remove it to train again)"
+        return 0
+    fi
+    if [ ! -f "${config}" ]; then
+        log "Error: no config ${config}; create it or pass the option that names it (see --help)"
+        exit 1
+    fi
+    mkdir -p "${expdir}"
+    echo "# ${run_args}" > "${expdir}/run.sh"
+    echo "cd $(pwd) && ${run_args} --stage ${stage_now} --stop-stage ${stage_now}" >> "${expdir}/run.sh"
+    chmod +x "${expdir}/run.sh"
+    local launch=(--ngpu "${ngpu}")
+    [ "${ngpu}" -eq 0 ] && [ "${nproc}" -gt 1 ] && launch=(--nproc "${nproc}")
+    log "Training ${expdir} (log: ${expdir}/train.log)"
+    # shellcheck disable=SC2086
+    ${train_cmd} --gpu "${ngpu}" "${expdir}/train.log" \
+        python3 -m audiossl.bin.train --config "${config}" --output-dir "${expdir}" "${launch[@]}" "$@"
+    [ -f "${expdir}/model.pt" ] || { log "Error: ${expdir} finished without model.pt; see ${expdir}/train.log"; exit 1; }
+}
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    stage_now=1
+    log "Stage 1: data preparation: corpus -> data/"
+    # shellcheck disable=SC2086
+    local/data.sh ${local_data_opts}
+    for s in $(all_sets); do
+        utils/validate_data_dir.sh "data/${s}"
+    done
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    stage_now=2
+    log "Stage 2: fbank features: data/<set> -> dump/fbank_<kind>/<set>"
+    for kind in $(needed_kinds); do
+        for s in $(all_sets); do
+            out=dump/fbank_${kind}/${s}
+            if [ -f "${out}/.done" ]; then
+                log "${out} is done: skipping"
+                continue
+            fi
+            utils/make_fbank.sh --nj "${nj}" --cmd "${feats_cmd}" --kind "${kind}" \
+                --skip-bad "${skip_bad}" "data/${s}" "${out}"
+            touch "${out}/.done"
+        done
+    done
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${pretrain_models} " == *" beats "* ]]; then
+    stage_now=3
+    log "Stage 3: BEATs rounds 1..${beats_rounds}: dump/fbank_beats -> exp/beats_{tok,ssl}_r<r>"
+    data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${valid_set}")
+    for r in $(seq 1 "${beats_rounds}"); do
+        if [ "${r}" -eq 1 ]; then
+            # shellcheck disable=SC2086
+            train exp/beats_tok_r1 "${beats_tokenizer_r1_config}" "${data_args[@]}" ${pretrain_args}
+        else
+            # shellcheck disable=SC2086
+            train "exp/beats_tok_r${r}" "${beats_tokenizer_config}" "${data_args[@]}" \
+                --model.teacher "exp/beats_ssl_r$((r - 1))/model.pt" ${pretrain_args}
+        fi
+        # shellcheck disable=SC2086
+        train "exp/beats_ssl_r${r}" "${beats_ssl_config}" "${data_args[@]}" \
+            --model.tokenizer "exp/beats_tok_r${r}/model.pt" ${pretrain_args}
+    done
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [[ " ${pretrain_models} " == *" eat "* ]]; then
+    stage_now=4
+    log "Stage 4: EAT pre-training: dump/fbank_eat -> exp/eat_pretrain"
+    # shellcheck disable=SC2086
+    train exp/eat_pretrain "${eat_pretrain_config}" \
+        --data.train "dump/fbank_eat/${pretrain_set}" --data.valid "dump/fbank_eat/${valid_set}" ${pretrain_args}
+fi
+
+# The model.pt a fine-tuning run of <model> starts from.
+init_model() {
+    if [ -n "${pretrained}" ]; then
+        echo "${pretrained}"
+    elif [ "$1" = beats ]; then
+        echo "exp/beats_ssl_r${beats_rounds}/model.pt"
+    else
+        echo "exp/eat_pretrain/model.pt"
+    fi
+}
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    stage_now=5
+    log "Stage 5: fine-tuning: dump/fbank_<kind> + pre-trained model.pt -> exp/finetune_<model>"
+    for m in ${finetune_models}; do
+        init=$(init_model "${m}")
+        [ -f "${init}" ] || { log "Error: ${init} not found: run the pre-training stage or pass --pretrained"; exit 1; }
+        kind=$(fbank_kind "${m}")
+        for f in ${fold_list}; do
+            # shellcheck disable=SC2086
+            train "exp/finetune_${m}$(fold_suffix "${f}")" "${finetune_config//\{model\}/${m}}" \
+                --model.init "${init}" \
+                --data.train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
+                --data.valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" ${finetune_args}
+        done
+    done
+fi
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    stage_now=6
+    log "Stage 6: scoring: exp/finetune_<model>/model.pt -> exp/finetune_<model>/scores/<set>"
+    for m in ${finetune_models}; do
+        kind=$(fbank_kind "${m}")
+        cv_dirs=()
+        for f in ${fold_list}; do
+            expdir=exp/finetune_${m}$(fold_suffix "${f}")
+            for s in ${test_sets}; do
+                s=$(fold_name "${s}" "${f}")
+                out=${expdir}/scores/${s//\//_}
+                # shellcheck disable=SC2086
+                ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/score.log" \
+                    python3 -m audiossl.bin.score --model "${expdir}/model.pt" \
+                    --data "dump/fbank_${kind}/${s}" --out "${out}" ${score_args}
+                log "$(cat "${out}/metrics.json")"
+                cv_dirs+=("${out}")
+            done
+        done
+        if [ "${fold_list}" != none ]; then
+            python3 -m audiossl.bin.score --cv "${cv_dirs[@]}" --out "exp/finetune_${m}_cv"
+            log "Cross-validation (${folds}): $(cat "exp/finetune_${m}_cv/metrics.json")"
+        fi
+    done
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    stage_now=7
+    log "Stage 7: results: exp/*/scores -> RESULTS.md, exp/*/plots"
+    for d in exp/*/; do
+        [ -f "${d}/metrics.jsonl" ] || [ -d "${d}/tensorboard" ] || continue
+        python3 -m audiossl.bin.plot_training "${d%/}" --out "${d%/}/plots"
+    done
+    python3 -m audiossl.bin.make_results --exp exp --out RESULTS.md
+    log "Wrote RESULTS.md"
+fi
+
+log "Successfully finished. [elapsed=${SECONDS}s]"
