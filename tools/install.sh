@@ -6,7 +6,7 @@
 set -euo pipefail
 
 python=python3
-extras=test
+extras="test"
 
 while [ $# -gt 0 ]; do
     case "$1" in

@@ -46,7 +46,7 @@ pretrain_args=""              # extra --section.key value options for every pre-
 
 # Fine-tuning and scoring
 finetune_models="beats eat"   # encoders to fine-tune (stage 5)
-finetune_config=conf/finetune_{model}.yaml  # {model} is replaced by beats/eat
+finetune_config="conf/finetune_{model}.yaml"  # {model} is replaced by beats/eat
 pretrained=""                 # a model.pt (ours or imported) to fine-tune instead of our pre-training
 finetune_args=""              # extra --section.key value options for every fine-tuning run
 score_args=""                 # extra options for audiossl.bin.score
@@ -95,6 +95,7 @@ fi
 
 . ./path.sh
 . ./cmd.sh
+: "${train_cmd:?cmd.sh must set train_cmd}" "${cuda_cmd:?cmd.sh must set cuda_cmd}" "${feats_cmd:?cmd.sh must set feats_cmd}"
 
 [ -z "${pretrain_set}" ] && pretrain_set=${train_set}
 [ -z "${folds}" ] && fold_list="none" || fold_list=${folds}
