@@ -10,17 +10,24 @@ official front ends differ in waveform scale and window options:
 
 We store the raw log-mel fbank; the model's normalisation, ``(x - mean) / (2 * std)``, is applied in
 the data path (see :func:`normalize`) so that the statistics can be the official constants or the
-corpus's own.
+corpus's own. The corpus's own come from :class:`StatsAccumulator` (``stats.json`` of a feature dump,
+written by ``audiossl.bin.compute_stats`` and read with :func:`read_stats`).
 """
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
 import torchaudio
 
 SAMPLE_RATE = 16000
 NUM_MEL_BINS = 128
+MIN_SAMPLES = 400  # one 25 ms window at 16 kHz: shorter clips give no frame at all
 
 
 @dataclass(frozen=True)
@@ -50,10 +57,15 @@ def compute_fbank(waveform: torch.Tensor, kind: str) -> torch.Tensor:
         kind: "beats" or "eat".
 
     Returns:
-        (num_frames, 128) float32 log-mel features, not normalised.
+        (num_frames, 128) float32 log-mel features, not normalised; num_frames = 1 + (S - 400) // 160.
+
+    Raises:
+        ValueError: the clip is shorter than one window (MIN_SAMPLES).
     """
     assert kind in FBANK_KINDS, f"fbank kind must be one of {FBANK_KINDS}, got {kind!r}"
     assert waveform.dim() == 1, f"expected a mono waveform (num_samples,), got shape {tuple(waveform.shape)}"
+    if waveform.numel() < MIN_SAMPLES:
+        raise ValueError(f"{waveform.numel()} samples are fewer than one 25 ms window ({MIN_SAMPLES}): no frame")
     wav = waveform.to(torch.float32).unsqueeze(0)  # (1, S)
     if kind == "beats":
         return torchaudio.compliance.kaldi.fbank(
@@ -80,3 +92,113 @@ def compute_fbank(waveform: torch.Tensor, kind: str) -> torch.Tensor:
 def normalize(feats: torch.Tensor, norm: FeatureNorm) -> torch.Tensor:
     """(x - mean) / (2 * std), the normalisation both official models use."""
     return (feats - norm.mean) / (2 * norm.std)
+
+
+# --------------------------------------------------------------------------------------------
+# Corpus statistics (stats.json of a feature dump)
+# --------------------------------------------------------------------------------------------
+@dataclass
+class FbankStats:
+    """Mean/std of a feature dump over all frames: global (all frames and bins) and per bin.
+
+    Written as ``stats.json``: {"mean", "std", "num_frames", "mean_per_bin", "std_per_bin"}; the
+    standard deviations are population ones (ddof=0).
+    """
+
+    mean: float
+    std: float
+    num_frames: int
+    mean_per_bin: list[float]
+    std_per_bin: list[float]
+
+    @property
+    def norm(self) -> FeatureNorm:
+        """The global mean/std as a :class:`FeatureNorm` for :func:`normalize`."""
+        return FeatureNorm(mean=self.mean, std=self.std)
+
+    def to_dict(self) -> dict:
+        return {
+            "mean": self.mean,
+            "std": self.std,
+            "num_frames": self.num_frames,
+            "mean_per_bin": list(self.mean_per_bin),
+            "std_per_bin": list(self.std_per_bin),
+        }
+
+
+class StatsAccumulator:
+    """Streams (T, F) feature matrices into per-bin count/mean/M2 in float64.
+
+    Each matrix's own mean and squared deviations are merged with Chan et al.'s pairwise update, so
+    the result does not suffer the cancellation of sum(x^2) - n * mean^2 over billions of frames.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean: np.ndarray | None = None  # (F,)
+        self.m2: np.ndarray | None = None  # (F,) sum of squared deviations from the mean
+
+    def add(self, feats: np.ndarray | torch.Tensor) -> None:
+        x = np.asarray(feats, dtype=np.float64)
+        assert x.ndim == 2, f"expected (num_frames, num_bins) features, got shape {x.shape}"
+        n = x.shape[0]
+        if n == 0:
+            return
+        mean = x.mean(axis=0)
+        m2 = ((x - mean) ** 2).sum(axis=0)
+        if self.mean is None:
+            self.count, self.mean, self.m2 = n, mean, m2
+            return
+        assert x.shape[1] == self.mean.shape[0], f"expected {self.mean.shape[0]} bins, got {x.shape[1]}"
+        total = self.count + n
+        delta = mean - self.mean
+        self.mean = self.mean + delta * (n / total)
+        self.m2 = self.m2 + m2 + delta**2 * (self.count * n / total)
+        self.count = total
+
+    def result(self) -> FbankStats:
+        assert self.mean is not None and self.m2 is not None and self.count > 0, "no frames were accumulated"
+        num_bins = self.mean.shape[0]
+        mean = float(self.mean.mean())
+        # Global M2 = sum over bins of (per-bin M2 + count * (bin mean - global mean)^2).
+        m2 = float(self.m2.sum() + self.count * ((self.mean - mean) ** 2).sum())
+        return FbankStats(
+            mean=mean,
+            std=float(np.sqrt(m2 / (self.count * num_bins))),
+            num_frames=int(self.count),
+            mean_per_bin=[float(v) for v in self.mean],
+            std_per_bin=[float(v) for v in np.sqrt(self.m2 / self.count)],
+        )
+
+
+def write_stats(stats: FbankStats, path: str | os.PathLike) -> None:
+    """Write ``stats.json`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(stats.to_dict(), f, indent=1)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def read_stats(path: str | os.PathLike) -> FbankStats:
+    """Read a ``stats.json`` written by ``audiossl.bin.compute_stats``."""
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path}: no such stats file; run the feature extraction stage first") from None
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    fields = ("mean", "std", "num_frames", "mean_per_bin", "std_per_bin")
+    missing = [k for k in fields if k not in d]
+    if missing:
+        raise ValueError(f"{path}: missing key(s) {missing}; recompute it with audiossl.bin.compute_stats")
+    return FbankStats(**{k: d[k] for k in fields})

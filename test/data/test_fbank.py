@@ -1,0 +1,164 @@
+"""Front ends against the official option sets, corpus statistics, and the compute_fbank stage."""
+import json
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from audiossl.bin import compute_fbank as compute_fbank_cli
+from audiossl.bin import compute_stats as compute_stats_cli
+from audiossl.data.audio import load_audio
+from audiossl.data.datadir import write_kv
+from audiossl.data.fbank import StatsAccumulator, compute_fbank, read_stats, write_stats
+
+torch.set_num_threads(1)
+
+
+def noisy_tone(num_samples: int, sample_rate: int = 16000, channels: int = 1, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / sample_rate
+    x = 0.2 * np.sin(2 * np.pi * (300 + 50 * seed) * t)[:, None] + 0.05 * rng.standard_normal((num_samples, channels))
+    return (x + 0.02).astype(np.float32)  # a DC offset, which EAT removes and BEATs keeps
+
+
+# The official calls, written out from each model's own code (design notes, section 2).
+def official_beats(wav: torch.Tensor) -> torch.Tensor:
+    # BEATs.preprocess: waveform * 2^15, then fbank with these options.
+    return torchaudio.compliance.kaldi.fbank(
+        wav.unsqueeze(0) * 2**15, num_mel_bins=128, sample_frequency=16000, frame_length=25, frame_shift=10
+    )
+
+
+def official_eat(wav: torch.Tensor) -> torch.Tensor:
+    # EAT feature_extract: mean removed, then fbank with these options.
+    wav = wav - wav.mean()
+    return torchaudio.compliance.kaldi.fbank(
+        wav.unsqueeze(0), htk_compat=True, sample_frequency=16000, use_energy=False,
+        window_type="hanning", num_mel_bins=128, dither=0.0, frame_shift=10,
+    )
+
+
+@pytest.mark.parametrize("kind, official", [("beats", official_beats), ("eat", official_eat)])
+def test_fbank_equals_official_options(kind, official):
+    wav = torch.from_numpy(noisy_tone(16000)[:, 0])
+    feats = compute_fbank(wav, kind)
+    assert feats.dtype == torch.float32
+    assert feats.shape == (98, 128)  # 1 + (16000 - 400) // 160 frames
+    assert torch.equal(feats, official(wav))
+
+
+def test_the_two_front_ends_differ():
+    wav = torch.from_numpy(noisy_tone(8000)[:, 0])
+    beats, eat = compute_fbank(wav, "beats"), compute_fbank(wav, "eat")
+    assert beats.shape == eat.shape
+    # The 2^15 scale alone moves log-mel by log(2^30) ~ 20.8: the dumps are not interchangeable.
+    assert (beats.mean() - eat.mean()).item() == pytest.approx(20.8, abs=1.0)
+
+
+def test_stats_accumulator_matches_numpy(tmp_path):
+    rng = np.random.default_rng(0)
+    chunks = [(rng.standard_normal((n, 128)) * rng.uniform(1, 5, 128) + rng.uniform(-10, 20, 128)).astype(np.float32)
+              for n in (1, 37, 250, 3)]
+    acc = StatsAccumulator()
+    for c in chunks:
+        acc.add(c)
+    acc.add(np.zeros((0, 128), dtype=np.float32))  # an empty matrix changes nothing
+    stats = acc.result()
+    all_frames = np.concatenate(chunks).astype(np.float64)
+    assert stats.num_frames == 291
+    assert stats.mean == pytest.approx(all_frames.mean(), rel=1e-12)
+    assert stats.std == pytest.approx(all_frames.std(), rel=1e-12)
+    np.testing.assert_allclose(stats.mean_per_bin, all_frames.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stats.std_per_bin, all_frames.std(axis=0), rtol=1e-12)
+    write_stats(stats, tmp_path / "stats.json")
+    assert read_stats(tmp_path / "stats.json") == stats
+    assert set(json.loads((tmp_path / "stats.json").read_text())) == {
+        "mean", "std", "num_frames", "mean_per_bin", "std_per_bin"}
+
+
+def make_data(tmp_path, corrupt: bool = False):
+    """A data dir: a 16 kHz wav, a 44.1 kHz stereo flac, a pipe, two segments of one recording."""
+    d = tmp_path / "data"
+    sf.write(tmp_path / "a.wav", noisy_tone(12000, seed=1), 16000)
+    sf.write(tmp_path / "b.flac", noisy_tone(22050, 44100, channels=2, seed=2), 44100)
+    wav = {"a": str(tmp_path / "a.wav"), "b": str(tmp_path / "b.flac"), "c": f"cat {tmp_path / 'a.wav'} |"}
+    if corrupt:
+        (tmp_path / "bad.wav").write_bytes(b"RIFF....WAVEnot really")
+        sf.write(tmp_path / "short.wav", noisy_tone(100), 16000)
+        wav.update({"d_bad": str(tmp_path / "bad.wav"), "e_short": str(tmp_path / "short.wav")})
+    write_kv(d / "wav.scp", wav)
+    return d
+
+
+def run_compute_fbank(tmp_path, data, kind, *extra):
+    out = tmp_path / "out"
+    args = ["--kind", kind, *extra, str(data), str(out / "feats.1.ark"), str(out / "feats.1.scp"), str(out / "bad.1")]
+    return compute_fbank_cli.main(args), out
+
+
+@pytest.mark.parametrize("kind", ["beats", "eat"])
+def test_compute_fbank_end_to_end(tmp_path, kind):
+    data = make_data(tmp_path)
+    rc, out = run_compute_fbank(tmp_path, data, kind)
+    assert rc == 0
+    feats = dict(kaldiio.load_scp(str(out / "feats.1.scp")))
+    assert list(feats) == ["a", "b", "c"]
+    specs = {"a": str(tmp_path / "a.wav"), "b": str(tmp_path / "b.flac"), "c": str(tmp_path / "a.wav")}
+    for utt, spec in specs.items():
+        expected = compute_fbank(load_audio(spec), kind).numpy()
+        assert feats[utt].dtype == np.float32
+        np.testing.assert_array_equal(feats[utt], expected)
+    assert feats["b"].shape == (48, 128)  # 0.5 s at 44.1 kHz -> 8000 samples at 16 kHz
+    assert (out / "utt2num_frames.1").read_text() == "a 73\nb 48\nc 73\n"
+    assert (out / "bad.1").read_text() == ""
+
+
+def test_compute_fbank_with_segments(tmp_path):
+    data = make_data(tmp_path)
+    write_kv(data / "segments", {"a-0": "a 0 0.25", "a-1": "a 0.25 0.75", "b-0": "b 0.1 0.5"})
+    rc, out = run_compute_fbank(tmp_path, data, "beats")
+    assert rc == 0
+    feats = dict(kaldiio.load_scp(str(out / "feats.1.scp")))
+    np.testing.assert_array_equal(
+        feats["a-1"], compute_fbank(load_audio(str(tmp_path / "a.wav"), start=0.25, end=0.75), "beats").numpy())
+    assert [feats[k].shape[0] for k in ("a-0", "a-1", "b-0")] == [23, 48, 38]
+
+
+def test_bad_utterances_are_listed_and_fail_unless_skipped(tmp_path):
+    data = make_data(tmp_path, corrupt=True)
+    rc, out = run_compute_fbank(tmp_path, data, "eat")
+    assert rc == 1
+    bad = (out / "bad.1").read_text().splitlines()
+    assert [line.split()[:2] for line in bad] == [
+        ["d_bad", str(tmp_path / "bad.wav")], ["e_short", str(tmp_path / "short.wav")]]
+    assert "unreadable audio" in bad[0] and "too short: 100 samples" in bad[1]
+    assert set(dict(kaldiio.load_scp(str(out / "feats.1.scp")))) == {"a", "b", "c"}  # the good ones still written
+
+    rc, out = run_compute_fbank(tmp_path, data, "eat", "--skip-bad", "true")
+    assert rc == 0
+    assert len((out / "bad.1").read_text().splitlines()) == 2
+    assert (out / "utt2num_frames.1").read_text().split()[::2] == ["a", "b", "c"]
+
+
+def test_compute_stats_cli(tmp_path):
+    rng = np.random.default_rng(1)
+    mats = {f"u{i}": (rng.standard_normal((n, 128)) * 3 + 5).astype(np.float32) for i, n in enumerate((10, 40, 7))}
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path / 'f.ark'},{tmp_path / 'f.scp'}") as w:
+        for k, v in mats.items():
+            w(k, v)
+    assert compute_stats_cli.main([str(tmp_path / "f.scp"), str(tmp_path / "stats.json")]) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    x = np.concatenate(list(mats.values())).astype(np.float64)
+    assert stats["num_frames"] == 57
+    assert stats["mean"] == pytest.approx(x.mean(), rel=1e-12)
+    assert stats["std"] == pytest.approx(x.std(), rel=1e-12)
+    np.testing.assert_allclose(stats["std_per_bin"], x.std(axis=0), rtol=1e-12)
+
+
+def test_too_short_clip_is_an_error():
+    assert compute_fbank(torch.zeros(400), "eat").shape == (1, 128)
+    with pytest.raises(ValueError, match="399 samples are fewer than one 25 ms window"):
+        compute_fbank(torch.zeros(399), "beats")
