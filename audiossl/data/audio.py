@@ -59,6 +59,11 @@ class _Recording:
     sample_rate: int
 
 
+def _sf_reason(err: Exception) -> str:
+    """libsndfile's own words, without the file name soundfile prepends."""
+    return getattr(err, "error_string", None) or str(err)
+
+
 def _run_pipe(command: str) -> bytes:
     try:
         proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, check=False)
@@ -84,7 +89,7 @@ def _read_recording(spec: str) -> _Recording:
                 raise AudioError(path, "no such file")
             samples, sr = sf.read(path, dtype="float32", always_2d=True)
     except sf.SoundFileError as e:
-        raise AudioError(path, f"unreadable audio ({e})") from None
+        raise AudioError(path, f"unreadable audio ({_sf_reason(e)})") from None
     return _Recording(samples, int(sr))
 
 
@@ -99,7 +104,7 @@ def _read_file_range(path: str, start: float, end: float) -> _Recording:
             f.seek(first)
             samples = f.read(last - first, dtype="float32", always_2d=True)
     except sf.SoundFileError as e:
-        raise AudioError(path, f"unreadable audio ({e})") from None
+        raise AudioError(path, f"unreadable audio ({_sf_reason(e)})") from None
     return _Recording(samples, sr)
 
 
