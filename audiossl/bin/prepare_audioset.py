@@ -1,17 +1,16 @@
 """Prepare AudioSet data dirs from the official CSVs and the clips you fetched yourself.
 
 Usage:
-    python -m audiossl.bin.prepare_audioset --audioset-root DIR [--audio-dir DIR] [--sets "A B"]
+    python -m audiossl.bin.prepare_audioset --audioset-root DIR [--audio-dir DIR] [--sets A,B]
         [--unknown-mids error|skip] [--nj N] <out-dir>
 
 e.g.:
-    python -m audiossl.bin.prepare_audioset --audioset-root downloads/audioset \\
-        --sets "balanced_train eval unbalanced_train train_as2m" data
+    python -m audiossl.bin.prepare_audioset --audioset-root downloads/audioset --sets balanced_train,eval data
 
 Writes <out-dir>/<set>/{wav.scp,utt2label,utt2dur,labels.txt} for each set (balanced_train = AS-20K,
-unbalanced_train, train_as2m = both training sets = AS-2M, eval), and <out-dir>/labels.txt. Clips the
-CSVs list but the audio dir lacks are listed in <out-dir>/<set>/missing.txt; malformed CSV rows are
-skipped and logged with their file and line.
+unbalanced_train, train_as2m = both training sets = AS-2M, eval; all four by default), and
+<out-dir>/labels.txt. Clips the CSVs list but the audio dir lacks are listed in
+<out-dir>/<set>/missing.txt; malformed CSV rows are skipped and logged with their file and line.
 """
 from __future__ import annotations
 
@@ -34,7 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--audio-dir", default=None, help="where the clips are, searched recursively (default: <audioset-root>/audio)")
     parser.add_argument(
         "--sets", default=" ".join(DEFAULT_SETS),
-        help=f"space-separated sets to write, from: {' '.join(AUDIOSET_SETS)} (default: %(default)s)",
+        help=f"sets to write, separated by spaces or commas, from: {' '.join(AUDIOSET_SETS)} (default: %(default)s)",
     )
     parser.add_argument(
         "--unknown-mids", default="error", choices=UNKNOWN_MID_POLICIES,
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
     try:
         report = prepare_audioset(
-            args.audioset_root, args.out_dir, audio_dir=args.audio_dir, sets=args.sets.split(),
+            args.audioset_root, args.out_dir, audio_dir=args.audio_dir, sets=args.sets.replace(",", " ").split(),
             unknown_mids=args.unknown_mids, nj=args.nj,
         )
     except (FileNotFoundError, ValueError, DataDirError) as err:

@@ -210,12 +210,12 @@ def test_a_set_without_any_audio_is_an_error_and_writes_nothing(audioset_root: P
         prepare_audioset(audioset_root, tmp_path / "data", sets=["balanced"])
 
 
-def test_cli_prepares_data_and_fails_cleanly(audioset_root: Path, tmp_path: Path, repo_root_path: Path) -> None:
+def test_cli_prepares_data_and_fails_cleanly(audioset_root: Path, tmp_path: Path) -> None:
     out = tmp_path / "data"
     run = subprocess.run(
         [sys.executable, "-m", "audiossl.bin.prepare_audioset", "--audioset-root", str(audioset_root),
          "--sets", "balanced_train eval", "--nj", "1", str(out)],
-        capture_output=True, text=True, cwd=repo_root_path,
+        capture_output=True, text=True,
     )
     assert run.returncode == 0, run.stderr
     assert "2 bad CSV rows skipped" in run.stderr
@@ -223,6 +223,23 @@ def test_cli_prepares_data_and_fails_cleanly(audioset_root: Path, tmp_path: Path
     assert prepare_audioset_cli.main(["--audioset-root", str(tmp_path / "nowhere"), str(out)]) == 1
 
 
-@pytest.fixture
-def repo_root_path() -> Path:
-    return Path(__file__).resolve().parents[2]
+def run_data_sh(recipe: str, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run egs/<recipe>/local/data.sh from a recipe-like directory (utils/ and local/ linked in)."""
+    repo = Path(__file__).resolve().parents[2]
+    workdir.mkdir()
+    (workdir / "utils").symlink_to(repo / "utils")
+    (workdir / "local").symlink_to(repo / "egs" / recipe / "local")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "LC_ALL": "C"}
+    return subprocess.run(["bash", "local/data.sh", *args], cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def test_data_sh(audioset_root: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe"
+    run = run_data_sh("audioset", recipe, "--audioset-root", str(audioset_root), "--sets", "balanced_train,eval",
+                      "--nj", "1")
+    assert run.returncode == 0, run.stderr
+    assert set(read_kv(recipe / "data" / "eval" / "wav.scp")) == {"Ye0000000001"}
+    assert (recipe / "data" / "balanced_train" / "missing.txt").is_file()
+    assert not (recipe / "data" / "train_as2m").exists()
+    bad = run_data_sh("audioset", tmp_path / "recipe2", "--audioset-dir", str(audioset_root))
+    assert bad.returncode == 1 and "invalid option --audioset-dir" in bad.stderr

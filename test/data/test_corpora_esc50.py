@@ -150,3 +150,22 @@ def test_cli(esc50_root: Path, tmp_path: Path) -> None:
         capture_output=True, text=True,
     )
     assert run.returncode == 1 and "meta/esc50.csv: no such file" in run.stderr
+
+
+def run_data_sh(recipe: str, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run egs/<recipe>/local/data.sh from a recipe-like directory (utils/ and local/ linked in)."""
+    repo = Path(__file__).resolve().parents[2]
+    workdir.mkdir()
+    (workdir / "utils").symlink_to(repo / "utils")
+    (workdir / "local").symlink_to(repo / "egs" / recipe / "local")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "LC_ALL": "C"}
+    return subprocess.run(["bash", "local/data.sh", *args], cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def test_data_sh(esc50_root: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe"
+    run = run_data_sh("esc50", recipe, "--esc50-root", str(esc50_root))  # <data-dir> defaults to data
+    assert run.returncode == 0, run.stderr
+    assert keys(recipe / "data" / "fold2" / "test") == {Path(r[0]).stem for r in clip_rows() if r[1] == 2}
+    usage = run_data_sh("esc50", tmp_path / "recipe2", "data", "extra")
+    assert usage.returncode == 1 and "Usage:" in usage.stderr

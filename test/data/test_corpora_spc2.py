@@ -124,3 +124,21 @@ def test_cli(spc2_root: Path, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr
     assert "1 listed files missing" in run.stderr
     assert set(read_kv(out / "valid" / "wav.scp")) == {utt_of(e) for e in VALID}
+
+
+def run_data_sh(recipe: str, workdir: Path, *args: str) -> subprocess.CompletedProcess:
+    """Run egs/<recipe>/local/data.sh from a recipe-like directory (utils/ and local/ linked in)."""
+    repo = Path(__file__).resolve().parents[2]
+    workdir.mkdir()
+    (workdir / "utils").symlink_to(repo / "utils")
+    (workdir / "local").symlink_to(repo / "egs" / recipe / "local")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "LC_ALL": "C"}
+    return subprocess.run(["bash", "local/data.sh", *args], cwd=workdir, env=env, capture_output=True, text=True)
+
+
+def test_data_sh(spc2_root: Path, tmp_path: Path) -> None:
+    recipe = tmp_path / "recipe"
+    run = run_data_sh("spc2", recipe, "--spc2-root", str(spc2_root), "--nj", "1", "data")
+    assert run.returncode == 0, run.stderr
+    assert set(read_kv(recipe / "data" / "valid" / "wav.scp")) == {utt_of(e) for e in VALID}
+    assert set(read_kv(recipe / "data" / "background_noise" / "wav.scp")) == {"running_tap", "white_noise"}

@@ -42,7 +42,7 @@ SEGMENT_CSVS = {
 # Sets made of others: the union of their segments (officially disjoint).
 COMBINED_SETS = {"train_as2m": ("balanced_train", "unbalanced_train")}
 AUDIOSET_SETS = (*SEGMENT_CSVS, *COMBINED_SETS)
-DEFAULT_SETS = ("balanced_train", "eval")
+DEFAULT_SETS = ("balanced_train", "unbalanced_train", "train_as2m", "eval")
 UNKNOWN_MID_POLICIES = ("error", "skip")
 
 # A file stem naming a clip: optional "Y", the 11-character YouTube id, optional "_<start>_<end>".
@@ -326,7 +326,8 @@ def prepare_audioset(
         if not found[name]:
             raise ValueError(
                 f"{audio_dir}: none of the {len(segments[name])} clips of {name} is there; expected files like "
-                f"Y<YTID>_<start>_<end>.wav (or <YTID>.wav) anywhere below it; check --audio-dir"
+                f"Y<YTID>_<start>_<end>.wav (or <YTID>.wav) anywhere below it; check the audio dir, or "
+                f"leave {name} out of the sets"
             )
 
     # Read each clip's header once, however many sets it is in.
