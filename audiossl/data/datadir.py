@@ -56,38 +56,48 @@ class _KVLines:
     lines: dict[str, int]
 
 
-def _read_kv_lines(path: PathLike, check_sorted: bool = True) -> _KVLines:
-    path = Path(path)
+def _read_lines(path: Path) -> list[str]:
+    """The lines of a UTF-8 text file, without line ends (a final newline starts no extra line)."""
     if not path.is_file():
         raise DataDirError(f"{path}: no such file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataDirError(f"{path}: not UTF-8 text (byte {e.start}); write data files as UTF-8") from None
+    rows = text.split("\n")
+    if rows[-1] == "":
+        rows.pop()
+    return [row.rstrip("\r") for row in rows]
+
+
+def _read_kv_lines(path: PathLike, check_sorted: bool = True) -> _KVLines:
+    path = Path(path)
     values: dict[str, str] = {}
     lines: dict[str, int] = {}
     prev_key: str | None = None
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            line = raw.rstrip("\n").rstrip("\r")
-            parts = line.split(maxsplit=1)
-            what = (
-                "empty line" if not line.strip()
-                else "leading whitespace" if line[0].isspace()
-                else "no value after the key" if len(parts) < 2
-                else ""
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        parts = line.split(maxsplit=1)
+        what = (
+            "empty line" if not line.strip()
+            else "leading whitespace" if line[0].isspace()
+            else "no value after the key" if len(parts) < 2
+            else ""
+        )
+        if what:
+            raise DataDirError(f"{path}:{lineno}: malformed line ({what}), expected '<key> <value>': {line!r}")
+        key, value = parts[0], parts[1].rstrip()
+        if key in values:
+            raise DataDirError(
+                f"{path}:{lineno}: duplicate key {key!r} (first on line {lines[key]}); keys must be unique"
             )
-            if what:
-                raise DataDirError(f"{path}:{lineno}: malformed line ({what}), expected '<key> <value>': {line!r}")
-            key, value = parts[0], parts[1].rstrip()
-            if key in values:
-                raise DataDirError(
-                    f"{path}:{lineno}: duplicate key {key!r} (first on line {lines[key]}); keys must be unique"
-                )
-            if check_sorted and prev_key is not None and c_sort_key(key) < c_sort_key(prev_key):
-                raise DataDirError(
-                    f"{path}:{lineno}: key {key!r} comes after {prev_key!r}; keys must be sorted in "
-                    f"LC_ALL=C byte order (fix with: LC_ALL=C sort -k1,1 -o {path} {path})"
-                )
-            values[key] = value
-            lines[key] = lineno
-            prev_key = key
+        if check_sorted and prev_key is not None and c_sort_key(key) < c_sort_key(prev_key):
+            raise DataDirError(
+                f"{path}:{lineno}: key {key!r} comes after {prev_key!r}; keys must be sorted in "
+                f"LC_ALL=C byte order (fix with: LC_ALL=C sort -k1,1 -o {path} {path})"
+            )
+        values[key] = value
+        lines[key] = lineno
+        prev_key = key
     return _KVLines(path, values, lines)
 
 
@@ -151,27 +161,24 @@ def read_labels(path: PathLike) -> tuple[list[str], list[str]]:
         itself where a line has none).
     """
     path = Path(path)
-    if not path.is_file():
-        raise DataDirError(f"{path}: no such file")
     labels: list[str] = []
     names: list[str] = []
     first_line: dict[str, int] = {}
-    with open(path, encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            parts = raw.split(maxsplit=2)
-            if len(parts) < 2:
-                raise DataDirError(f"{path}:{lineno}: malformed line, expected '<index> <label> [display name]': {raw.rstrip()!r}")
-            if parts[0] != str(len(labels)):
-                raise DataDirError(
-                    f"{path}:{lineno}: index {parts[0]!r} where {len(labels)} was expected; "
-                    "indices must be 0..C-1, one line per class, in order"
-                )
-            label = parts[1]
-            if label in first_line:
-                raise DataDirError(f"{path}:{lineno}: duplicate label {label!r} (first on line {first_line[label]})")
-            first_line[label] = lineno
-            labels.append(label)
-            names.append(parts[2].strip() if len(parts) == 3 and parts[2].strip() else label)
+    for lineno, line in enumerate(_read_lines(path), start=1):
+        parts = line.split(maxsplit=2)
+        if len(parts) < 2:
+            raise DataDirError(f"{path}:{lineno}: malformed line, expected '<index> <label> [display name]': {line!r}")
+        if parts[0] != str(len(labels)):
+            raise DataDirError(
+                f"{path}:{lineno}: index {parts[0]!r} where {len(labels)} was expected; "
+                "indices must be 0..C-1, one line per class, in order"
+            )
+        label = parts[1]
+        if label in first_line:
+            raise DataDirError(f"{path}:{lineno}: duplicate label {label!r} (first on line {first_line[label]})")
+        first_line[label] = lineno
+        labels.append(label)
+        names.append(parts[2].strip() if len(parts) == 3 and parts[2].strip() else label)
     if not labels:
         raise DataDirError(f"{path}: no classes; expected one '<index> <label> [display name]' line per class")
     return labels, names
@@ -313,6 +320,11 @@ def load_data_dir(path: PathLike) -> DataDir:
     return data
 
 
+def _seconds(t: float) -> str:
+    """Seconds to microsecond precision without trailing zeros: 10.0 -> '10', 0.0625 -> '0.0625'."""
+    return f"{t:.6f}".rstrip("0").rstrip(".")
+
+
 def write_data_dir(data: DataDir, path: PathLike | None = None) -> Path:
     """Write every present part of ``data`` to ``path`` (default ``data.path``), then validate it.
 
@@ -322,11 +334,11 @@ def write_data_dir(data: DataDir, path: PathLike | None = None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     write_kv(out / WAV_SCP, data.wav_scp)
     if data.segments is not None:
-        write_kv(out / SEGMENTS, {k: f"{s.recording} {s.start:g} {s.end:g}" for k, s in data.segments.items()})
+        write_kv(out / SEGMENTS, {k: f"{s.recording} {_seconds(s.start)} {_seconds(s.end)}" for k, s in data.segments.items()})
     if data.utt2label is not None:
         write_kv(out / UTT2LABEL, data.utt2label)
     if data.utt2dur is not None:
-        write_kv(out / UTT2DUR, {k: f"{v:.3f}" for k, v in data.utt2dur.items()})
+        write_kv(out / UTT2DUR, {k: _seconds(v) for k, v in data.utt2dur.items()})
     if data.labels is not None:
         write_labels(out / LABELS, data.labels, data.label_names)
     validate_data_dir(out, labels=data.utt2label is not None, durations=data.utt2dur is not None)

@@ -58,9 +58,9 @@ def test_data_dir_round_trip_with_segments(tmp_path):
         path=tmp_path / "src",
         wav_scp={"rec1": "/x/rec1.wav", "rec2": "cat /x/rec2.wav |"},
         segments={"rec1-0": Segment("rec1", 0.0, 1.25), "rec1-1": Segment("rec1", 1.25, 3.0),
-                  "rec2-0": Segment("rec2", 0.5, 2.0)},
+                  "rec2-0": Segment("rec2", 3600.125, 3601.0)},
         utt2label={"rec1-0": ["cat"], "rec1-1": ["cat", "dog"], "rec2-0": ["dog"]},
-        utt2dur={"rec1-0": 1.25, "rec1-1": 1.75, "rec2-0": 1.5},
+        utt2dur={"rec1-0": 1.25, "rec1-1": 1.75, "rec2-0": 0.875},
         labels=["cat", "dog"],
         label_names=["Cat", "Dog"],
     )
@@ -72,7 +72,8 @@ def test_data_dir_round_trip_with_segments(tmp_path):
     assert back.utt2dur == data.utt2dur
     assert (back.labels, back.label_names) == (data.labels, data.label_names)
     assert back.utt_ids == ["rec1-0", "rec1-1", "rec2-0"]
-    assert back.audio_spec("rec2-0") == ("cat /x/rec2.wav |", 0.5, 2.0)
+    assert back.audio_spec("rec2-0") == ("cat /x/rec2.wav |", 3600.125, 3601.0)
+    assert (out / "segments").read_text().splitlines()[2] == "rec2-0 rec2 3600.125 3601"
     assert back.multi_hot("rec1-1").tolist() == [1.0, 1.0]
 
 
@@ -167,3 +168,9 @@ def test_labels_to_multi_hot():
     assert labels_to_multi_hot([], {"a": 0, "b": 1}).tolist() == [0.0, 0.0]
     with pytest.raises(KeyError, match="'fish'"):
         labels_to_multi_hot(["fish"], ["cat"])
+
+
+def test_non_utf8_file(tmp_path):
+    (tmp_path / "wav.scp").write_bytes(b"a /x/\xff.wav\n")
+    with pytest.raises(DataDirError, match=r"wav\.scp: not UTF-8 text"):
+        read_kv(tmp_path / "wav.scp")
