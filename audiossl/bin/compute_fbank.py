@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import kaldiio
+import torch
 
 from audiossl.data.audio import AudioError, iter_utterances, spec_path
 from audiossl.data.datadir import DataDirError, load_data_dir
@@ -60,6 +61,8 @@ def get_parser() -> argparse.ArgumentParser:
                         help="true: exit 0 even if some utterances were bad (they are still listed)")
     parser.add_argument("--utt2num-frames", default=None, help="where to write '<utt> <num_frames>' lines")
     parser.add_argument("--log-interval", type=int, default=1000, help="log progress every N utterances")
+    parser.add_argument("--num-threads", type=int, default=1,
+                        help="torch threads per job (jobs run side by side: keep it 1)")
     parser.add_argument("data_dir", help="Kaldi-style data directory (wav.scp, optional segments)")
     parser.add_argument("feats_ark", help="output ark file")
     parser.add_argument("feats_scp", help="output scp file")
@@ -73,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
     )
     logger.info("%s", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
+    torch.set_num_threads(args.num_threads)
     try:
         data = load_data_dir(args.data_dir)
     except DataDirError as e:

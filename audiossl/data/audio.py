@@ -65,6 +65,7 @@ def _sf_reason(err: Exception) -> str:
 
 
 def _run_pipe(command: str) -> bytes:
+    logger.debug("running: %s", command)
     try:
         proc = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], capture_output=True, check=False)
     except OSError as e:
