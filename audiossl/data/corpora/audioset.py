@@ -69,11 +69,16 @@ class AudioSetSegment:
     start: float
     end: float
     mids: tuple[str, ...]
-    where: str  # "<csv>:<line>", for messages
+    csv_path: Path  # where the row is, for messages
+    line: int
 
     @property
     def utt_id(self) -> str:
         return f"Y{self.ytid}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.csv_path}:{self.line}"
 
 
 @dataclass
@@ -226,7 +231,7 @@ def read_segments(
                     continue
             first_line[ytid] = lineno
             segments.append(
-                AudioSetSegment(ytid, start, end, tuple(dict.fromkeys(mids)), where=f"{path}:{lineno}")
+                AudioSetSegment(ytid, start, end, tuple(dict.fromkeys(mids)), csv_path=path, line=lineno)
             )
     new_bad = report.bad_rows[first_bad:]
     for problem in new_bad[:_MAX_LOGGED_PROBLEMS]:

@@ -116,8 +116,8 @@ def probe_durations(utts: Sequence[Utterance], nj: int = 4) -> list[Utterance]:
         except (RuntimeError, OSError) as err:  # soundfile.LibsndfileError is a RuntimeError
             reason = " ".join(str(err).split()) or type(err).__name__
             return replace(utt, duration=utt.nominal_duration, problem=reason)
-        if info.samplerate <= 0 or info.frames / info.samplerate < 0.0005:  # utt2dur keeps 3 decimals
-            return replace(utt, duration=utt.nominal_duration, problem=f"too short ({info.frames} samples)")
+        if info.frames <= 0 or info.samplerate <= 0:
+            return replace(utt, duration=utt.nominal_duration, problem="no samples")
         return replace(utt, duration=info.frames / info.samplerate)
 
     if nj == 1 or len(utts) < 64:
