@@ -1,0 +1,183 @@
+"""Batch sampling: a deterministic, resumable, per-rank stream of mini-batches.
+
+Each epoch has one *global order* of clip indices, drawn from a generator seeded with
+``seed + epoch`` -- a permutation, or, with label-balanced weights, ``samples_per_epoch`` draws with
+replacement. The global order is cut into *global batches* of ``batch_size x num_replicas`` clips, and
+rank r takes slice ``[r * batch_size, (r + 1) * batch_size)`` of each. So one optimiser update
+(``accum_grad`` consecutive global batches) sees the same clips whatever the number of processes,
+as long as ``batch_size x num_replicas x accum_grad`` is unchanged. Each training epoch keeps only
+whole updates (the remainder of the order is dropped) so that epochs and updates line up.
+
+The sampler yields lists of ``(index, seed)``: the seed, a hash of (seed, epoch, position in the
+global order), picks the clip's random crop, so resuming mid-epoch (``set_epoch(epoch, start)``)
+reproduces the run exactly.
+
+Length-aware batching (``lengths`` given): the global order is cut into windows of
+``bucket_batches`` global batches; each window is sorted by length, cut into global batches, and those
+batches are shuffled, so a batch padded to its longest clip wastes little.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+logger = logging.getLogger(__name__)
+
+
+def label_balanced_weights(labels: Sequence[Sequence[int]], num_classes: int) -> np.ndarray:
+    """Per-clip sampling weights for multi-label data (the AudioSet recipes' balanced sampling):
+    w(clip) = sum over its labels of 1 / count(label), count over the whole set.
+
+    Clips without labels get weight 0 (never drawn).
+    """
+    counts = np.zeros(num_classes, dtype=np.float64)
+    for labs in labels:
+        for c in labs:
+            counts[c] += 1
+    inv = np.zeros(num_classes, dtype=np.float64)
+    inv[counts > 0] = 1.0 / counts[counts > 0]
+    weights = np.array([inv[list(labs)].sum() if len(labs) else 0.0 for labs in labels], dtype=np.float64)
+    if (weights == 0).any():
+        logger.warning("%d clips have no labels and will never be drawn by the weighted sampler", int((weights == 0).sum()))
+    return weights
+
+
+def _mix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64 finaliser: a well-spread 64-bit hash of each element."""
+    x = x.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return x
+
+
+def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
+    """The crop seed of each position of an epoch's global order (63-bit non-negative ints)."""
+    with np.errstate(over="ignore"):
+        base = _mix64(np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(epoch))
+        x = _mix64(base ^ (positions.astype(np.uint64) * np.uint64(0xD1B54A32D192ED03) + np.uint64(1)))
+    return (x >> np.uint64(1)).astype(np.int64)
+
+
+class DistributedBatchSampler(Sampler):
+    """Mini-batches of ``(index, seed)`` for one rank (see the module docstring).
+
+    Args:
+        num_items: clips in the dataset.
+        batch_size: clips per batch on this rank.
+        num_replicas, rank: the data-parallel world size and this process's rank.
+        seed: the epoch's generator is seeded with ``seed + epoch``.
+        shuffle: False keeps dataset order (validation).
+        weights: per-clip weights; given, each epoch draws ``samples_per_epoch`` clips with replacement.
+        samples_per_epoch: clips drawn per epoch (default: num_items).
+        lengths: clip lengths; given (with shuffle), batches group clips of similar length.
+        accum_grad: batches per update; a training epoch keeps whole updates only.
+        drop_last: False (validation) keeps the last, partial global batch: every clip is seen once
+            over all ranks; a rank may get fewer batches, or smaller ones.
+        bucket_batches: global batches per length-sorting window.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        shuffle: bool = True,
+        weights: np.ndarray | None = None,
+        samples_per_epoch: int | None = None,
+        lengths: Sequence[int] | None = None,
+        accum_grad: int = 1,
+        drop_last: bool = True,
+        bucket_batches: int = 50,
+    ):
+        assert num_items > 0, "cannot sample from an empty dataset"
+        assert batch_size >= 1 and accum_grad >= 1, f"bad batch_size {batch_size} or accum_grad {accum_grad}"
+        assert 0 <= rank < num_replicas, f"rank {rank} outside world size {num_replicas}"
+        if weights is not None:
+            weights = np.asarray(weights, dtype=np.float64)
+            assert weights.shape == (num_items,), f"need one weight per clip: {weights.shape} vs {num_items}"
+            assert weights.sum() > 0, "all sampling weights are zero"
+        if lengths is not None:
+            assert len(lengths) == num_items, f"need one length per clip: {len(lengths)} vs {num_items}"
+        self.num_items = num_items
+        self.batch_size = batch_size
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.seed = seed
+        self.shuffle = shuffle
+        self.weights = weights
+        self.samples_per_epoch = samples_per_epoch or num_items
+        self.lengths = None if lengths is None else np.asarray(lengths)
+        self.accum_grad = accum_grad
+        self.drop_last = drop_last
+        self.bucket_batches = bucket_batches
+        self.epoch = 0
+        self.start = 0  # batches of this epoch already consumed (mid-epoch resume)
+        self.global_batch = batch_size * num_replicas
+        n = self.samples_per_epoch if weights is not None else num_items
+        if drop_last:
+            self.updates_per_epoch = n // (self.global_batch * accum_grad)
+            if self.updates_per_epoch == 0:
+                raise ValueError(
+                    f"one update needs batch_size x world size x accum_grad = {self.global_batch * accum_grad} clips, "
+                    f"but an epoch has only {n}; lower data.batch_size or optim.accum_grad"
+                )
+            self.batches_per_epoch = self.updates_per_epoch * accum_grad
+        else:
+            self.updates_per_epoch = 0
+            self.batches_per_epoch = -(-n // self.global_batch)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` from its ``start``-th batch (on every rank alike)."""
+        assert 0 <= start <= self.batches_per_epoch, f"start {start} outside the epoch's {self.batches_per_epoch} batches"
+        self.epoch = epoch
+        self.start = start
+
+    def global_order(self, epoch: int) -> np.ndarray:
+        """Clip indices of the whole epoch, for all ranks, in batch order."""
+        if not self.shuffle:
+            return np.arange(self.num_items)
+        rng = np.random.default_rng(self.seed + epoch)
+        if self.weights is not None:
+            order = rng.choice(self.num_items, size=self.samples_per_epoch, replace=True, p=self.weights / self.weights.sum())
+        else:
+            order = rng.permutation(self.num_items)
+        if self.lengths is not None:
+            order = self._length_buckets(order, rng)
+        return order
+
+    def _length_buckets(self, order: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        gb = self.global_batch
+        window = gb * self.bucket_batches
+        out = []
+        for w0 in range(0, len(order), window):
+            chunk = order[w0 : w0 + window]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            n_full = len(chunk) // gb
+            batches = [chunk[i * gb : (i + 1) * gb] for i in range(n_full)]
+            rest = chunk[n_full * gb :]
+            batches = [batches[i] for i in rng.permutation(n_full)]
+            out.extend(batches)
+            if len(rest):
+                out.append(rest)
+        return np.concatenate(out) if out else order
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self.global_order(self.epoch)
+        seeds = sample_seeds(self.seed, self.epoch, np.arange(len(order)))
+        bs, gb = self.batch_size, self.global_batch
+        for b in range(self.start, self.batches_per_epoch):
+            lo = b * gb + self.rank * bs
+            hi = min(lo + bs, (b + 1) * gb, len(order))
+            if lo >= hi:
+                continue
+            yield [(int(order[p]), int(seeds[p])) for p in range(lo, hi)]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start

@@ -1,0 +1,112 @@
+"""AdamW with parameter groups (weight decay, layer-wise LR decay) and the warm-up + cosine schedule.
+
+Parameter groups: a parameter gets no weight decay when the model lists it in
+``no_weight_decay()``, or -- unless ``decay_norm_and_bias`` -- when it is 1-D (norm scales, biases)
+or named ``*.bias``. With ``layer_decay < 1`` a parameter at depth ``layer_id`` (from
+``model.layer_id(name)``; 0 = input, ``model.num_layers + 1`` = head) learns at
+``lr x layer_decay^(num_layers + 1 - layer_id)``; ``layer_id`` None means no decay. Each group
+carries its ``lr_scale``; the schedule sets ``lr = lr_at(update) x lr_scale``.
+
+Schedule by update count n = 1..max_updates (the LR used BY the n-th update):
+``lr x n / warmup`` for n <= warmup (linear from 0), then
+``min_lr + (lr - min_lr) x (1 + cos(pi x (n - warmup) / (max_updates - warmup))) / 2``,
+so the warm-up ends at the peak and the cosine reaches ``min_lr`` at the last update.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from audiossl.train.config import OptimConfig
+
+logger = logging.getLogger(__name__)
+
+
+def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
+    """AdamW parameter groups of ``model``'s trainable parameters (see module docstring).
+
+    Each group has keys params, names, weight_decay, lr_scale (and lr, set by the scheduler).
+    """
+    no_decay_names = set(getattr(model, "no_weight_decay", lambda: set())())
+    num_layers = int(getattr(model, "num_layers", 0) or 0)
+    layer_id = getattr(model, "layer_id", None)
+    groups: dict[tuple[float, float], dict[str, Any]] = {}
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        no_decay = name in no_decay_names or (not cfg.decay_norm_and_bias and (p.ndim <= 1 or name.endswith(".bias")))
+        wd = 0.0 if no_decay else cfg.weight_decay
+        scale = 1.0
+        if cfg.layer_decay != 1.0 and layer_id is not None:
+            lid = layer_id(name)
+            if lid is not None:
+                assert 0 <= lid <= num_layers + 1, f"layer_id({name!r}) = {lid} outside [0, num_layers + 1 = {num_layers + 1}]"
+                scale = cfg.layer_decay ** (num_layers + 1 - lid)
+        g = groups.setdefault((wd, scale), {"params": [], "names": [], "weight_decay": wd, "lr_scale": scale})
+        g["params"].append(p)
+        g["names"].append(name)
+    unknown = no_decay_names - {n for n, _ in model.named_parameters()}
+    if unknown:
+        logger.warning("no_weight_decay() names unknown parameters: %s", ", ".join(sorted(unknown)[:5]))
+    out = sorted(groups.values(), key=lambda g: (g["lr_scale"], g["weight_decay"]))
+    for g in out:
+        logger.info(
+            "param group: %d tensors, %d params, weight_decay %g, lr_scale %.4g",
+            len(g["params"]), sum(p.numel() for p in g["params"]), g["weight_decay"], g["lr_scale"],
+        )
+    return out
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over :func:`param_groups`: the fused kernel on CUDA, foreach on CPU."""
+    groups = param_groups(model, cfg)
+    if not groups:
+        raise ValueError("the model has no trainable parameters")
+    impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
+    opt = torch.optim.AdamW(groups, lr=lr_at(1, cfg), betas=tuple(cfg.betas), eps=cfg.eps, **impl)
+    for g in opt.param_groups:
+        g["lr"] = lr_at(1, cfg) * g["lr_scale"]
+    return opt
+
+
+def lr_at(n: int, cfg: OptimConfig) -> float:
+    """The peak-scaled learning rate of the n-th update (n = 1..max_updates; see module docstring)."""
+    warmup, total = cfg.warmup_updates, cfg.max_updates
+    n = min(max(n, 1), total)
+    if warmup > 0 and n <= warmup:
+        return cfg.lr * n / warmup
+    if total == warmup:
+        return cfg.lr
+    progress = (n - warmup) / (total - warmup)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class WarmupCosineScheduler:
+    """Sets each group's lr to ``lr_at(n) x lr_scale`` before the n-th update; stateless but for n."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
+        self.optimizer = optimizer
+        self.cfg = cfg
+        self.num_updates = 0
+        self.set_update(0)
+
+    def set_update(self, num_updates: int) -> float:
+        """``num_updates`` updates are done; set the LR of the next one and return it."""
+        self.num_updates = num_updates
+        lr = lr_at(num_updates + 1, self.cfg)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr * g.get("lr_scale", 1.0)
+        return lr
+
+    def get_lr(self) -> float:
+        return lr_at(self.num_updates + 1, self.cfg)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.set_update(int(state["num_updates"]))

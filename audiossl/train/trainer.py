@@ -1,0 +1,650 @@
+"""The training loop shared by pre-training and fine-tuning.
+
+The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a training model whose
+``forward(batch)`` returns ``(loss, stats, weight)``, and the trainer does the rest:
+
+* data: :class:`~audiossl.data.dataset.FeatsDataset` + :class:`~audiossl.data.sampler.DistributedBatchSampler`
+  (deterministic per epoch, partitioned over ranks, resumable mid-epoch), DataLoader workers with
+  pinned memory on CUDA;
+* updates: AdamW with warm-up + cosine (``audiossl.train.optim``), ``accum_grad`` forward/backward
+  passes per update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
+  CUDA, optional ``torch.compile``, optional weight EMA;
+* hooks on the training model (all optional but forward, see ``audiossl/tasks/abs_task.py``):
+  ``no_weight_decay()``, ``layer_id(name)`` and ``num_layers`` (parameter groups),
+  ``after_optimizer_step(num_updates)`` after every update, ``predict(batch)`` (validation scores
+  for ``audiossl.score.metrics.compute_metrics``), ``export()`` (``model.pt``'s extra), and the
+  attributes ``multi_label`` (metrics) and ``find_unused_parameters`` (DDP);
+* bookkeeping: progress lines, TensorBoard and metrics.jsonl, validation every ``valid_interval``
+  updates, best-k models, checkpoints every ``save_interval`` updates, exact resume from
+  ``checkpoint_last.pt``, a clean stop on SIGTERM/SIGUSR1 (:class:`TrainingInterrupted`, exit code 75
+  in ``bin/train.py``), a stop on NaN/inf loss that never saves the bad state, and ``model.pt``.
+
+Global batch: one update sees ``data.batch_size x world_size x optim.accum_grad`` clips; the same
+clips, in the same updates, whatever the split between processes and accumulation.
+
+Host syncs: the loop keeps losses, stats, gradient norms and the NaN flag on the device and reads
+them (``.item()``) only at log intervals, validations and saves. One tiny host-side collective per
+update (gloo) lets every rank agree on stopping after a signal.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import logging
+import math
+import os
+import random
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from audiossl.data.dataset import Collator, FeatsDataset, resolve_norm
+from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights
+from audiossl.tasks.abs_task import AbsTrainModel, get_task
+from audiossl.train.checkpoint import (
+    atomic_link,
+    atomic_save,
+    load_checkpoint,
+    prune_checkpoints,
+    rng_state,
+    save_checkpoint,
+    save_model,
+    set_rng_state,
+)
+from audiossl.train.config import TrainConfig, config_to_dict, save_config
+from audiossl.train.distributed import DistContext, DistInfo, detect_dist_env
+from audiossl.train.ema import WeightEMA
+from audiossl.train.logging import MetricsWriter, format_duration
+from audiossl.train.optim import WarmupCosineScheduler, build_optimizer
+
+logger = logging.getLogger(__name__)
+
+EXIT_REQUEUE = 75  # exit code after a signal-triggered save: queue.pl --requeue resubmits the job
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+INTERRUPTED_MARKER = ".interrupted"  # written by rank 0 after a signal-triggered save
+
+
+class TrainingInterrupted(Exception):
+    """Training stopped on a signal after saving ``checkpoint_last.pt``; re-running resumes."""
+
+    def __init__(self, num_updates: int, signum: int):
+        super().__init__(f"stopped by signal {signal.Signals(signum).name} after update {num_updates}; checkpoint saved")
+        self.num_updates = num_updates
+        self.signum = signum
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm became NaN/inf; nothing was saved after the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainResult:
+    num_updates: int
+    model_path: Path | None  # exp/<tag>/model.pt (rank 0), None on other ranks
+    best: list[dict[str, Any]]  # [{"update", "value", "path"}], best first
+    last_valid: dict[str, float]  # the last validation's stats and metrics
+
+
+def select_device(device: str, local_rank: int = 0) -> torch.device:
+    """"auto": CUDA (this process's local rank) when available, else CPU; "cpu"; "cuda"."""
+    assert device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {device!r}"
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise RuntimeError("device cuda asked for, but torch sees no GPU; use --ngpu 0 to train on CPU")
+    if local_rank >= torch.cuda.device_count():
+        raise RuntimeError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
+    return torch.device("cuda", local_rank)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _worker_init(worker_id: int) -> None:
+    # A Slurm preemption signals every process of the step: workers must not die before the main
+    # process has finished its update and saved; they exit with their parent.
+    for s in STOP_SIGNALS:
+        signal.signal(s, signal.SIG_IGN)
+    torch.set_num_threads(1)
+
+
+def _has_predict(model: nn.Module) -> bool:
+    return getattr(type(model), "predict", AbsTrainModel.predict) is not AbsTrainModel.predict
+
+
+class Trainer:
+    """Train ``cfg`` into ``output_dir`` (see module docstring); :meth:`fit` runs or resumes it."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        output_dir: str | Path,
+        device: str = "auto",
+        dist_info: DistInfo | None = None,
+    ):
+        self.cfg = cfg
+        self.out = Path(output_dir)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.last_path = self.out / "checkpoint_last.pt"
+        info = dist_info if dist_info is not None else detect_dist_env()
+        self.device = select_device(device, info.local_rank)
+        self.dist = DistContext(info, self.device)
+        self.is_main = self.dist.is_main
+        if self.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / INTERRUPTED_MARKER).unlink(missing_ok=True)
+        t = cfg.trainer
+        precision = t.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        self.num_updates = 0
+        self.epoch = 0
+        self.position = 0  # training batches of this epoch consumed (by this rank)
+        self.best: list[dict[str, Any]] = []
+        self.last_valid_update = -1
+        self.last_valid: dict[str, float] = {}
+        self.last_saved_update: int | None = None
+        self._stop_signal: int | None = None
+        self.writer: MetricsWriter | None = None
+
+    # ----------------------------------------------------------------------------------------
+    # Setup
+    # ----------------------------------------------------------------------------------------
+    def _build_data(self) -> None:
+        d = self.cfg.data
+        self.train_set = FeatsDataset(d.train, target_frames=d.target_frames, crop=d.crop)
+        self.norm = resolve_norm(d.train, d.norm_mean, d.norm_std)
+        self.data_info = self.train_set.data_info()
+        weights = None
+        if d.weighted_sampler:
+            if self.train_set.labels is None:
+                raise ValueError(f"{d.train}: data.weighted_sampler needs utt2label and labels.txt")
+            weights = label_balanced_weights(self.train_set.labels, self.train_set.num_classes)
+        lengths = self.train_set.lengths() if d.target_frames is None else None
+        self.sampler = DistributedBatchSampler(
+            len(self.train_set),
+            d.batch_size,
+            num_replicas=self.dist.world_size,
+            rank=self.dist.rank,
+            seed=self.cfg.trainer.seed,
+            shuffle=True,
+            weights=weights,
+            samples_per_epoch=d.samples_per_epoch,
+            lengths=lengths,
+            accum_grad=self.cfg.optim.accum_grad,
+        )
+        self.train_loader = self._loader(self.train_set, self.sampler)
+        self.valid_loader = None
+        if d.valid is not None:
+            self.valid_set = FeatsDataset(d.valid, target_frames=d.target_frames, crop="start",
+                                          label_names=self.train_set.label_names or None)
+            valid_labels = Path(d.valid) / "labels.txt"
+            if self.train_set.label_names and valid_labels.is_file():
+                from audiossl.data.dataset import read_labels_txt
+
+                if read_labels_txt(valid_labels) != self.train_set.label_names:
+                    raise ValueError(f"{valid_labels} differs from {Path(d.train) / 'labels.txt'}: both sets must share one label list")
+            vsampler = DistributedBatchSampler(
+                len(self.valid_set), d.batch_size, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                shuffle=False, drop_last=False,
+            )
+            self.valid_loader = self._loader(self.valid_set, vsampler)
+        logger.info(
+            "train: %s, %d clips, %d classes, feat dim %d; norm mean %.4f std %.4f; %d updates per epoch",
+            d.train, len(self.train_set), self.data_info.num_classes, self.data_info.feat_dim,
+            self.norm.mean, self.norm.std, self.sampler.updates_per_epoch,
+        )
+        if self.valid_loader is not None:
+            logger.info("valid: %s, %d clips", d.valid, len(self.valid_set))
+
+    def _loader(self, dataset: FeatsDataset, batch_sampler: DistributedBatchSampler) -> DataLoader:
+        d = self.cfg.data
+        workers = d.num_workers
+        gen = torch.Generator()  # DataLoader draws its worker base seed here, not from the global RNG
+        gen.manual_seed(self.cfg.trainer.seed + self.dist.rank)
+        return DataLoader(
+            dataset,
+            batch_sampler=batch_sampler,
+            num_workers=workers,
+            collate_fn=Collator(self.norm, d.target_frames),
+            pin_memory=self.device.type == "cuda",
+            worker_init_fn=_worker_init if workers > 0 else None,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            generator=gen,
+        )
+
+    def _build_model(self) -> None:
+        cfg = self.cfg
+        task = get_task(cfg.task)
+        model = task.build_model(cfg.model, self.data_info)
+        if not isinstance(model, AbsTrainModel):
+            raise TypeError(f"task {cfg.task!r} built a {type(model).__name__}, which is not an AbsTrainModel")
+        self.raw_model = model.to(self.device)
+        n_params = sum(p.numel() for p in model.parameters())
+        n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        logger.info("model: task %s, %s, %.3fM parameters (%.3fM trainable)", cfg.task, type(model).__name__, n_params / 1e6, n_train / 1e6)
+        self.ema = WeightEMA(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay > 0 else None
+        self.optimizer = build_optimizer(model, cfg.optim, self.device)
+        self.scheduler = WarmupCosineScheduler(self.optimizer, cfg.optim)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def _wrap_model(self) -> None:
+        self.ddp = None
+        model: nn.Module = self.raw_model
+        if self.dist.info.distributed:
+            self.ddp = nn.parallel.DistributedDataParallel(
+                model,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=bool(getattr(self.raw_model, "find_unused_parameters", False)),
+            )
+            model = self.ddp
+        if self.cfg.trainer.compile:
+            model = torch.compile(model)
+        self.model = model
+
+    def _autocast(self):
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # ----------------------------------------------------------------------------------------
+    # Checkpoints
+    # ----------------------------------------------------------------------------------------
+    def _resume(self) -> None:
+        if not self.last_path.is_file():
+            return
+        ckpt = load_checkpoint(self.last_path)
+        self.raw_model.load_state_dict(ckpt["model"])
+        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        for g, settings in zip(self.optimizer.param_groups, fresh):
+            g.update(settings)  # the config's weight decay / layer scales win over the saved ones
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.ema is not None:
+            if ckpt.get("ema") is not None:
+                self.ema.load_state_dict(ckpt["ema"])
+            else:
+                logger.warning("%s has no EMA weights: starting the EMA from the current weights", self.last_path)
+                self.ema = WeightEMA(self.raw_model, self.cfg.trainer.ema_decay)
+        self.num_updates = int(ckpt["num_updates"])
+        self.epoch = int(ckpt["sampler"]["epoch"])
+        self.position = int(ckpt["sampler"]["position"])
+        self.best = list(ckpt.get("best", []))
+        self.last_valid_update = int(ckpt.get("last_valid_update", -1))
+        self.last_valid = dict(ckpt.get("last_valid", {}))
+        self.last_saved_update = self.num_updates
+        old_ws, ws = int(ckpt.get("world_size", 1)), self.dist.world_size
+        old_gb = int(ckpt.get("global_batch", 0))
+        if old_ws == ws and len(ckpt.get("rng", [])) == ws:
+            set_rng_state(ckpt["rng"][self.dist.rank])
+        else:
+            logger.warning("checkpoint was written by %d processes, now %d: random states are reseeded", old_ws, ws)
+            seed_everything(self.cfg.trainer.seed + self.dist.rank + self.num_updates)
+        gb = self._global_batch()
+        if old_gb and old_gb != gb:
+            logger.warning("global batch changed from %d to %d: the data order after resuming differs", old_gb, gb)
+        if self.position > self.sampler.batches_per_epoch:
+            logger.warning("sampler position %d beyond this epoch's %d batches: starting the next epoch",
+                           self.position, self.sampler.batches_per_epoch)
+            self.epoch, self.position = self.epoch + 1, 0
+        diffs = _config_diffs(ckpt.get("config", {}), config_to_dict(self.cfg))
+        for d in diffs:
+            logger.warning("config differs from the checkpoint's: %s", d)
+        if self.is_main:
+            self._clean_orphans()
+        logger.info("resumed from %s: update %d, epoch %d, batch %d of the epoch", self.last_path,
+                    self.num_updates, self.epoch, self.position)
+
+    def _clean_orphans(self) -> None:
+        """Best-model files written after the checkpoint we resumed from are not in its bookkeeping."""
+        keep = {Path(b["path"]).name for b in self.best}
+        for p in self.ckpt_dir.glob("best_*.pt") if self.ckpt_dir.is_dir() else []:
+            if p.name not in keep:
+                p.unlink(missing_ok=True)
+
+    def _global_batch(self) -> int:
+        return self.cfg.data.batch_size * self.dist.world_size * self.cfg.optim.accum_grad
+
+    def _save(self, numbered: bool) -> None:
+        """checkpoint_last.pt (and checkpoints/checkpoint_<update>.pt); collective over ranks."""
+        self._check_finite()
+        rngs = self.dist.gather_objects(rng_state())
+        if self.is_main:
+            state = {
+                "model": self.raw_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": None,  # bf16 autocast needs no gradient scaler
+                "ema": self.ema.state_dict() if self.ema is not None else None,
+                "sampler": {"epoch": self.epoch, "position": self.position},
+                "rng": rngs,
+                "num_updates": self.num_updates,
+                "epoch": self.epoch,
+                "best": self.best,
+                "last_valid_update": self.last_valid_update,
+                "last_valid": self.last_valid,
+                "config": config_to_dict(self.cfg),
+                "world_size": self.dist.world_size,
+                "global_batch": self._global_batch(),
+            }
+            if numbered:
+                path = self.ckpt_dir / f"checkpoint_{self.num_updates}.pt"
+                save_checkpoint(path, state)
+                atomic_link(path, self.last_path)
+                prune_checkpoints(self.ckpt_dir, self.cfg.trainer.keep_last)
+            else:
+                save_checkpoint(self.last_path, state)
+            logger.info("saved %s (update %d)", path if numbered else self.last_path, self.num_updates)
+        self.last_saved_update = self.num_updates
+        self.dist.barrier()  # nobody exits (or goes on) while rank 0 is still writing
+
+    def _check_finite(self) -> None:
+        """Raise NonFiniteLossError on every rank if any rank saw a NaN/inf loss or gradient norm."""
+        bad = self._nonfinite_update.clone()
+        if self.dist.info.distributed:
+            torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
+        first = int(bad.item())
+        if first < 0:
+            return
+        last = (f"{self.last_path} (update {self.last_saved_update})" if self.last_saved_update is not None
+                else "none: no checkpoint was saved yet")
+        raise NonFiniteLossError(
+            f"the loss or the gradient norm became NaN/inf at update {first}; stopped at update {self.num_updates} "
+            f"without saving. Last good checkpoint: {last}. Lower optim.lr, set optim.clip_norm or check the "
+            f"data, then re-run the same command to resume from it."
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # The loop
+    # ----------------------------------------------------------------------------------------
+    def _micro_batches(self) -> Iterator[dict[str, Any]]:
+        while True:
+            self.sampler.set_epoch(self.epoch, self.position)
+            for batch in self.train_loader:
+                self.position += 1
+                yield batch
+            self.epoch += 1
+            self.position = 0
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._stop_signal is None:
+            logger.warning("got %s: finishing this update, saving, then exiting", signal.Signals(signum).name)
+        self._stop_signal = signum
+
+    def fit(self) -> TrainResult:
+        """Train (or resume) up to ``optim.max_updates``, write model.pt and return a summary.
+
+        Raises TrainingInterrupted after a signal-triggered save and NonFiniteLossError on NaN/inf.
+        """
+        cfg = self.cfg
+        seed_everything(cfg.trainer.seed)
+        self._build_data()
+        self._build_model()
+        seed_everything(cfg.trainer.seed + 1000 * self.dist.rank + 1)  # model built: per-rank streams from here
+        self._nonfinite_update = torch.full((), -1, dtype=torch.long, device=self.device)
+        self._resume()
+        self._wrap_model()
+        if self.is_main:
+            save_config(cfg, self.out / "config.yaml")
+            self.writer = MetricsWriter(self.out, resume_update=self.num_updates)
+        logger.info(
+            "device %s, precision %s, world size %d, global batch %d (batch_size %d x world %d x accum_grad %d)",
+            self.device, self.precision, self.dist.world_size, self._global_batch(), cfg.data.batch_size,
+            self.dist.world_size, cfg.optim.accum_grad,
+        )
+        old_handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            old_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
+        try:
+            self._loop()
+            if self.valid_loader is not None and self.last_valid_update != self.num_updates:
+                self._validate()
+            if self.last_saved_update != self.num_updates:
+                self._save(numbered=False)
+            model_path = self._write_model() if self.is_main else None
+            self.dist.barrier()
+        finally:
+            for s, h in old_handlers.items():
+                signal.signal(s, h)
+            if self.writer is not None:
+                self.writer.close()
+                self.writer = None
+        return TrainResult(self.num_updates, model_path, list(self.best), dict(self.last_valid))
+
+    def _loop(self) -> None:
+        cfg, t = self.cfg, self.cfg.trainer
+        accum, max_updates = cfg.optim.accum_grad, cfg.optim.max_updates
+        batches = self._micro_batches()
+        self.raw_model.train()
+        sums: dict[str, torch.Tensor] = {}
+        n_micro = 0
+        clips = 0
+        gnorm_sum = torch.zeros((), device=self.device)
+        t0, u0 = time.perf_counter(), self.num_updates
+        if self.num_updates < max_updates:
+            logger.info("training from update %d to %d", self.num_updates, max_updates)
+        while self.num_updates < max_updates:
+            loss_sum = torch.zeros((), device=self.device)
+            for k in range(accum):
+                batch = _to_device(next(batches), self.device)
+                sync = self.ddp.no_sync() if (self.ddp is not None and k < accum - 1) else contextlib.nullcontext()
+                with sync:
+                    with self._autocast():
+                        loss, stats, _ = self.model(batch)
+                    (loss / accum).backward()
+                loss_sum += loss.detach().float()
+                stats = dict(stats)
+                stats.setdefault("loss", loss.detach())
+                for name, v in stats.items():
+                    v = torch.as_tensor(v, device=self.device).detach().float()
+                    sums[name] = sums[name] + v if name in sums else v
+                n_micro += 1
+                clips += int(batch["feats"].shape[0])
+            grads = [p.grad for p in self.params if p.grad is not None]
+            gnorm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
+            if cfg.optim.clip_norm > 0 and grads:
+                torch.nn.utils.clip_grads_with_norm_(self.params, cfg.optim.clip_norm, gnorm, foreach=True)
+            bad = ~torch.isfinite(loss_sum) | ~torch.isfinite(gnorm)
+            self._nonfinite_update = torch.where(
+                bad & (self._nonfinite_update < 0), self.num_updates + 1, self._nonfinite_update
+            )
+            gnorm_sum += gnorm.detach().float()
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.num_updates += 1
+            lr = self.scheduler.get_lr()
+            self.scheduler.set_update(self.num_updates)
+            self.raw_model.after_optimizer_step(self.num_updates)
+            if self.ema is not None:
+                self.ema.update(self.raw_model)
+
+            n = self.num_updates
+            if n % t.log_interval == 0 or n == max_updates:
+                self._check_finite()
+                dt = time.perf_counter() - t0
+                self._log_train(sums, n_micro, gnorm_sum / max(n - u0, 1), lr, n - u0, clips, dt)
+                sums, n_micro, clips = {}, 0, 0
+                gnorm_sum = torch.zeros((), device=self.device)
+                t0, u0 = time.perf_counter(), n
+            if self.valid_loader is not None and n % t.valid_interval == 0:
+                self._validate()
+            if n % t.save_interval == 0:
+                self._save(numbered=True)
+            if self.dist.any_true(self._stop_signal is not None):
+                if self.last_saved_update != n:
+                    self._save(numbered=False)
+                if self.is_main:
+                    (self.out / INTERRUPTED_MARKER).write_text(f"{n}\n")
+                raise TrainingInterrupted(n, self._stop_signal or signal.SIGTERM)
+
+    def _log_train(self, sums, n_micro, gnorm, lr, n_updates, clips, dt) -> None:
+        names = sorted(sums)
+        vec = torch.stack([sums[k] / max(n_micro, 1) for k in names] + [gnorm.float()])
+        self.dist.all_reduce_sum(vec)
+        vals = (vec / self.dist.world_size).tolist()
+        stats = dict(zip(names, vals[:-1]))
+        ups = n_updates / dt if dt > 0 else float("nan")
+        cps = clips * self.dist.world_size / dt if dt > 0 else float("nan")
+        eta = (self.cfg.optim.max_updates - self.num_updates) / ups if ups > 0 else float("inf")
+        logger.info(
+            "update %d/%d epoch %d | %s | lr %.3e gnorm %.3f | %.2f updates/s %.1f clips/s | eta %s",
+            self.num_updates, self.cfg.optim.max_updates, self.epoch + 1,
+            " ".join(f"{k} {v:.4f}" for k, v in stats.items()), lr, vals[-1], ups, cps, format_duration(eta),
+        )
+        if self.writer is not None:
+            self.writer.write("train", self.num_updates, self.epoch + 1,
+                              {**stats, "lr": lr, "grad_norm": vals[-1], "updates_per_s": ups, "clips_per_s": cps})
+
+    # ----------------------------------------------------------------------------------------
+    # Validation
+    # ----------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _validate(self) -> dict[str, float]:
+        model = self.ema.module if self.ema is not None else self.raw_model
+        was_training = model.training
+        model.eval()
+        sums: dict[str, torch.Tensor] = {}
+        wsum = torch.zeros((), device=self.device, dtype=torch.float64)
+        scores, targets = [], []
+        predict = _has_predict(model)
+        for batch in self.valid_loader:
+            batch = _to_device(batch, self.device)
+            with self._autocast():
+                loss, stats, weight = model(batch)
+                pred = model.predict(batch) if predict and "targets" in batch else None
+            stats = dict(stats)
+            stats.setdefault("loss", loss.detach())
+            w = torch.as_tensor(weight, device=self.device, dtype=torch.float64)
+            for name, v in stats.items():
+                v = torch.as_tensor(v, device=self.device).detach().double() * w
+                sums[name] = sums[name] + v if name in sums else v
+            wsum += w
+            if pred is not None:
+                scores.append(pred.float().cpu())
+                targets.append(batch["targets"].float().cpu())
+        model.train(was_training)
+        local = {
+            "sums": {k: float(v) for k, v in sums.items()},
+            "weight": float(wsum),
+            "scores": torch.cat(scores) if scores else None,
+            "targets": torch.cat(targets) if targets else None,
+        }
+        parts = self.dist.gather_objects(local)
+        outcome: tuple[dict[str, float], str | None] = ({}, None)
+        if self.is_main:
+            try:
+                outcome = (self._valid_results(parts, model), None)
+            except KeyError as e:  # a bad best_metric: every rank must stop, not only rank 0
+                outcome = ({}, str(e.args[0]))
+        result, error = self.dist.broadcast_object(outcome)
+        if error is not None:
+            raise KeyError(error)
+        self.last_valid_update = self.num_updates
+        self.last_valid = result
+        return result
+
+    def _valid_results(self, parts: list[dict[str, Any]], model: nn.Module) -> dict[str, float]:
+        total_w = sum(p["weight"] for p in parts)
+        names = sorted({k for p in parts for k in p["sums"]})
+        result = {k: sum(p["sums"].get(k, 0.0) for p in parts) / max(total_w, 1e-12) for k in names}
+        sc = [p["scores"] for p in parts if p["scores"] is not None]
+        if sc and importlib.util.find_spec("audiossl.score.metrics") is not None:
+            from audiossl.score.metrics import compute_metrics
+
+            scores = torch.cat(sc).numpy()
+            targets = torch.cat([p["targets"] for p in parts if p["targets"] is not None]).numpy()
+            multi_label = getattr(model, "multi_label", None)
+            if multi_label is None:
+                multi_label = not bool(np.all(targets.sum(1) == 1))
+            metrics = compute_metrics(scores, targets, multi_label)
+            result.update({k: float(v) for k, v in metrics.items()})
+        t = self.cfg.trainer
+        if t.best_metric not in result:
+            raise KeyError(
+                f"trainer.best_metric {t.best_metric!r} is not among the validation results "
+                f"({', '.join(sorted(result))}); set it to one of them"
+            )
+        value = result[t.best_metric]
+        self._update_best(value, model)
+        best = self.best[0] if self.best else None
+        logger.info(
+            "valid update %d | %s | best %s %.4f (update %s)", self.num_updates,
+            " ".join(f"{k} {v:.4f}" for k, v in result.items()), t.best_metric,
+            best["value"] if best else float("nan"), best["update"] if best else "-",
+        )
+        if self.writer is not None:
+            self.writer.write("valid", self.num_updates, self.epoch + 1, result)
+        return result
+
+    def _update_best(self, value: float, model: nn.Module) -> None:
+        t = self.cfg.trainer
+        if t.keep_best == 0 or not math.isfinite(value):
+            return
+        sign = 1.0 if t.best_mode == "min" else -1.0
+        if len(self.best) >= t.keep_best and sign * value >= sign * self.best[-1]["value"]:
+            return
+        path = self.ckpt_dir / f"best_{self.num_updates}.pt"
+        atomic_save({"format": "audiossl-best", "update": self.num_updates, "metric": t.best_metric,
+                     "value": value, "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}}, path)
+        self.best = [b for b in self.best if b["update"] != self.num_updates]
+        self.best.append({"update": self.num_updates, "value": value, "path": str(path)})
+        self.best.sort(key=lambda b: (sign * b["value"], b["update"]))
+        for b in self.best[t.keep_best:]:
+            Path(b["path"]).unlink(missing_ok=True)
+        self.best = self.best[: t.keep_best]
+
+    # ----------------------------------------------------------------------------------------
+    # The hand-off file
+    # ----------------------------------------------------------------------------------------
+    def _write_model(self) -> Path:
+        t = self.cfg.trainer
+        source = self.ema.module if self.ema is not None else self.raw_model
+        what = "EMA weights" if self.ema is not None else "weights"
+        state = source.state_dict()
+        if t.final_model == "best":
+            if not self.best:
+                logger.warning("final_model best, but no finite validation result was recorded: writing the last %s", what)
+            else:
+                state = torch.load(self.best[0]["path"], map_location="cpu", weights_only=False)["model"]
+                what = f"best {what} ({t.best_metric} {self.best[0]['value']:.4f} at update {self.best[0]['update']})"
+        path = self.out / "model.pt"
+        save_model(path, self.cfg.task, config_to_dict(self.cfg), state, source.export())
+        logger.info("wrote %s: %s after %d updates", path, what, self.num_updates)
+        return path
+
+
+def _config_diffs(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out.extend(_config_diffs(a, b, f"{prefix}{k}."))
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+def train(cfg: TrainConfig, output_dir: str | Path, device: str = "auto", dist_info: DistInfo | None = None) -> TrainResult:
+    """Run (or resume) one training; the process group is torn down afterwards."""
+    trainer = Trainer(cfg, output_dir, device=device, dist_info=dist_info)
+    try:
+        return trainer.fit()
+    finally:
+        trainer.dist.close()
