@@ -30,8 +30,8 @@ if [ -x utils/validate_data_dir.sh ]; then
     for s in train valid test; do
         utils/validate_data_dir.sh "${data}/${s}"
     done
-fi
-if [ -d "${data}/background_noise" ]; then
-    python3 -m audiossl.bin.validate_data_dir --no-labels "${data}/background_noise"
+    if [ -d "${data}/background_noise" ]; then
+        utils/validate_data_dir.sh --no-labels "${data}/background_noise"
+    fi
 fi
 echo "$0: prepared train, valid, test and background_noise in ${data}"
