@@ -30,7 +30,9 @@ def get_parser() -> argparse.ArgumentParser:
         "--audioset-root", required=True,
         help="directory with class_labels_indices.csv and the *_segments.csv files",
     )
-    parser.add_argument("--audio-dir", default=None, help="where the clips are, searched recursively (default: <audioset-root>/audio)")
+    parser.add_argument(
+        "--audio-dir", default=None, help="where the clips are, searched recursively (default: <audioset-root>/audio)"
+    )
     parser.add_argument(
         "--sets", default=" ".join(DEFAULT_SETS),
         help=f"sets to write, separated by spaces or commas, from: {' '.join(AUDIOSET_SETS)} (default: %(default)s)",
@@ -63,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
         report.num_audio_files, report.num_duplicate_files,
     )
     for s in report.sets.values():
-        logger.info("%s: %d clips, %d missing, %d unreadable headers", s.data_dir, s.num_utts, s.num_missing, s.num_unreadable)
+        logger.info(
+            "%s: %d clips, %d missing, %d unreadable headers", s.data_dir, s.num_utts, s.num_missing, s.num_unreadable
+        )
     return 0
 
 

@@ -61,7 +61,8 @@ def test_splits_follow_the_lists_exactly(spc2_root: Path, tmp_path: Path) -> Non
     assert read_kv(out / "test" / "wav.scp")["up_c1d39ce8_nohash_0"] == str(spc2_root / "up" / "c1d39ce8_nohash_0.wav")
     utt2label = read_kv(out / "train" / "utt2label")
     assert all(label == utt.split("_")[0] for utt, label in utt2label.items())
-    assert float(read_kv(out / "train" / "utt2dur")["backward_0a7c2a8d_nohash_1"]) == pytest.approx((800 + 10 * 19) / SR, abs=1e-3)
+    seconds = float(read_kv(out / "train" / "utt2dur")["backward_0a7c2a8d_nohash_1"])
+    assert seconds == pytest.approx((800 + 10 * 19) / SR, abs=1e-3)  # word 3, speaker 0, take 1
     assert report.words == sorted(WORDS) == read_labels(out / "labels.txt")[0] == read_labels(out / "test" / "labels.txt")[0]
     for split in ("train", "valid", "test"):
         assert validate_data_dir(out / split) == []

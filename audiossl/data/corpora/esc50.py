@@ -85,7 +85,9 @@ def read_esc50_meta(path: Path) -> list[Esc50Clip]:
                 try:
                     fold, target = int(values["fold"]), int(values["target"])
                 except ValueError:
-                    raise ValueError(f"{where}: fold {values['fold']!r} and target {values['target']!r} must be integers") from None
+                    raise ValueError(
+                        f"{where}: fold {values['fold']!r} and target {values['target']!r} must be integers"
+                    ) from None
                 if fold < 1 or target < 0:
                     raise ValueError(f"{where}: fold must be >= 1 and target >= 0, got fold {fold} target {target}")
                 if not values["category"] or len(values["category"].split()) != 1:
@@ -126,7 +128,9 @@ def _check_consistency(path: Path, clips: list[Esc50Clip]) -> None:
             raise ValueError(f"{clip.where}: target {clip.target} is {clip.category}, but {other.category} at {other.where}")
         other = by_category.setdefault(clip.category, clip)
         if other.target != clip.target:
-            raise ValueError(f"{clip.where}: category {clip.category} has target {clip.target}, but {other.target} at {other.where}")
+            raise ValueError(
+                f"{clip.where}: category {clip.category} has target {clip.target}, but {other.target} at {other.where}"
+            )
         if clip.src_file:
             other = src_fold.setdefault(clip.src_file, clip)
             if other.fold != clip.fold:
