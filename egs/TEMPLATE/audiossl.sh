@@ -48,6 +48,7 @@ pretrain_args=""              # extra --section.key value options for every pre-
 finetune_models="beats eat"   # encoders to fine-tune (stage 5)
 finetune_config="conf/finetune_{model}.yaml"  # {model} is replaced by beats/eat
 pretrained=""                 # a model.pt (ours or imported) to fine-tune instead of our pre-training
+pretrain_exp=exp              # where the pre-trained exp dirs are (e.g. ../audioset/exp for ESC-50)
 finetune_args=""              # extra --section.key value options for every fine-tuning run
 score_args=""                 # extra options for audiossl.bin.score
 
@@ -78,6 +79,7 @@ Options (defaults in brackets):
   --finetune-models "..."    encoders to fine-tune: beats, eat [${finetune_models}]
   --finetune-config FILE     {model} is replaced by the model name [${finetune_config}]
   --pretrained PATH          model.pt to fine-tune instead of our own pre-training [${pretrained}]
+  --pretrain-exp DIR         where pre-trained exp dirs are, e.g. ../audioset/exp [${pretrain_exp}]
   --finetune-args "..."      extra options for fine-tuning [${finetune_args}]
   --score-args "..."         extra options for audiossl.bin.score [${score_args}]
 EOF_HELP
@@ -212,9 +214,9 @@ init_model() {
     if [ -n "${pretrained}" ]; then
         echo "${pretrained}"
     elif [ "$1" = beats ]; then
-        echo "exp/beats_ssl_r${beats_rounds}/model.pt"
+        echo "${pretrain_exp}/beats_ssl_r${beats_rounds}/model.pt"
     else
-        echo "exp/eat_pretrain/model.pt"
+        echo "${pretrain_exp}/eat_pretrain/model.pt"
     fi
 }
 
