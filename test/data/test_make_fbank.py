@@ -1,0 +1,144 @@
+"""utils/make_fbank.sh end to end: split, run.pl jobs, merge, filtered copies, stats, bad audio."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import kaldiio
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audiossl.data.audio import load_audio
+from audiossl.data.datadir import write_kv, write_labels
+from audiossl.data.fbank import compute_fbank
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    """A recipe-like working directory: utils/ linked in, the test's Python first on PATH."""
+    (tmp_path / "utils").symlink_to(REPO / "utils")
+    (tmp_path / "audio").mkdir()
+    env = dict(os.environ, LC_ALL="C", OMP_NUM_THREADS="1",
+               PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]]),
+               PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    return tmp_path, env
+
+
+def make_fbank(recipe, *args):
+    cwd, env = recipe
+    return subprocess.run(["utils/make_fbank.sh", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def clip(path: Path, num_samples: int, sample_rate: int, seed: int, channels: int = 1) -> None:
+    rng = np.random.default_rng(seed)
+    t = np.arange(num_samples) / sample_rate
+    x = 0.3 * np.sin(2 * np.pi * (200 + 40 * seed) * t)[:, None] + 0.05 * rng.standard_normal((num_samples, channels))
+    sf.write(path, x.astype(np.float32), sample_rate)
+
+
+def write_set(root: Path, wav: dict[str, str], labels: list[str]) -> None:
+    utts = sorted(wav)
+    write_kv(root / "wav.scp", wav)
+    write_kv(root / "utt2label", {u: labels[i % len(labels)] for i, u in enumerate(utts)})
+    write_kv(root / "utt2dur", {u: "0.5" for u in utts})
+    write_labels(root / "labels.txt", labels, [f"The {x}" for x in labels])
+
+
+def test_make_fbank_nj2(recipe):
+    cwd, _ = recipe
+    audio = cwd / "audio"
+    wav = {}
+    for i in range(4):
+        clip(audio / f"u{i}.wav", 8000 + 480 * i, 16000, seed=i)
+        wav[f"utt{i}"] = f"audio/u{i}.wav"
+    clip(audio / "s.flac", 22050, 44100, seed=7, channels=2)
+    wav["utt4"] = "audio/s.flac"
+    wav["utt5"] = "cat audio/u1.wav |"
+    write_set(cwd / "data/train", wav, ["cat", "dog"])
+
+    res = make_fbank(recipe, "--nj", "2", "--kind", "beats", "data/train", "dump/fbank_beats/train")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Succeeded creating fbank for data/train: 6 utterances" in res.stdout
+    dump = cwd / "dump/fbank_beats/train"
+    assert (dump / "log/fbank.1.log").is_file() and (dump / "log/fbank.2.log").is_file()
+    assert (cwd / "data/train/split2/2/wav.scp").is_file()
+
+    keys = [line.split()[0] for line in (dump / "feats.scp").read_text().splitlines()]
+    assert keys == sorted(wav)
+    old_cwd = os.getcwd()
+    os.chdir(cwd)  # feats.scp names the arks relative to the recipe directory
+    try:
+        feats = dict(kaldiio.load_scp("dump/fbank_beats/train/feats.scp"))
+        direct = {u: compute_fbank(load_audio(spec), "beats").numpy() for u, spec in wav.items()}
+    finally:
+        os.chdir(old_cwd)
+    for u in wav:
+        np.testing.assert_array_equal(feats[u], direct[u])
+    assert (dump / "utt2num_frames").read_text() == "".join(f"{u} {direct[u].shape[0]}\n" for u in sorted(wav))
+
+    stats = json.loads((dump / "stats.json").read_text())
+    x = np.concatenate([direct[u] for u in sorted(wav)]).astype(np.float64)
+    assert stats["num_frames"] == x.shape[0]
+    assert stats["mean"] == pytest.approx(x.mean(), rel=1e-9)
+    assert stats["std"] == pytest.approx(x.std(), rel=1e-9)
+    np.testing.assert_allclose(stats["mean_per_bin"], x.mean(axis=0), rtol=1e-9)
+
+    for f in ("utt2label", "utt2dur", "labels.txt"):
+        assert (dump / f).read_text() == (cwd / "data/train" / f).read_text()
+    assert (dump / "bad_utts").read_text() == ""
+
+
+def test_make_fbank_bad_audio(recipe):
+    cwd, _ = recipe
+    audio = cwd / "audio"
+    wav = {}
+    for i in range(20):
+        clip(audio / f"u{i:02d}.wav", 1600, 16000, seed=i)
+        wav[f"utt{i:02d}"] = f"audio/u{i:02d}.wav"
+    (audio / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio")
+    wav["utt07b"] = "audio/broken.wav"
+    write_set(cwd / "data/train", wav, ["cat", "dog"])
+    args = ["--nj", "2", "--kind", "eat", "data/train", "dump/fbank_eat/train"]
+
+    res = make_fbank(recipe, *args)
+    assert res.returncode == 1
+    assert "1 of 21 utterances of data/train could not be used" in res.stderr
+    assert "dump/fbank_eat/train/bad_utts" in res.stderr and "--skip-bad true" in res.stderr
+    assert "failed; the last lines of dump/fbank_eat/train/log/fbank." in res.stderr
+    bad = (cwd / "dump/fbank_eat/train/bad_utts").read_text().split()
+    assert bad[:2] == ["utt07b", "audio/broken.wav"]
+    assert not (cwd / "dump/fbank_eat/train/stats.json").exists()
+
+    res = make_fbank(recipe, "--skip-bad", "true", *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "left out 1 of 21 utterances" in res.stdout
+    assert "Succeeded creating fbank for data/train: 20 utterances" in res.stdout
+    dump = cwd / "dump/fbank_eat/train"
+    kept = [line.split()[0] for line in (dump / "feats.scp").read_text().splitlines()]
+    assert kept == sorted(u for u in wav if u != "utt07b")
+    assert [line.split()[0] for line in (dump / "utt2label").read_text().splitlines()] == kept
+    assert [line.split()[0] for line in (dump / "utt2dur").read_text().splitlines()] == kept
+    assert json.loads((dump / "stats.json").read_text())["num_frames"] == 20 * 8  # 1600 samples -> 8 frames
+
+
+def test_make_fbank_under_95_percent_fails(recipe):
+    cwd, _ = recipe
+    clip(cwd / "audio/a.wav", 1600, 16000, seed=0)
+    write_kv(cwd / "data/x/wav.scp", {"a": "audio/a.wav", "b": "audio/missing.wav"})
+    res = make_fbank(recipe, "--nj", "1", "--skip-bad", "true", "data/x", "dump/x")
+    assert res.returncode == 1
+    assert "only 1 of 2 utterances of data/x were extracted (under 95%)" in res.stderr
+    assert (cwd / "dump/x/bad_utts").read_text().startswith("b audio/missing.wav no such file")
+
+
+def test_make_fbank_usage_errors(recipe):
+    res = make_fbank(recipe, "data/only-one-arg")
+    assert res.returncode == 1 and "Usage: utils/make_fbank.sh" in res.stderr
+    res = make_fbank(recipe, "--kind", "mfcc", "data/x", "dump/x")
+    assert res.returncode == 1 and "--kind must be beats or eat" in res.stderr
+    res = make_fbank(recipe, "--nj", "2", "data/none", "dump/x")
+    assert res.returncode == 1 and "data/none is not a valid data directory" in res.stderr
