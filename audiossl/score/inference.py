@@ -1,0 +1,215 @@
+"""Batched inference of a fine-tuned model.pt over a feature dump, with sliding windows.
+
+A clip is scored the way the model was trained to see it:
+
+* ``window_frames`` W set (default: the training ``data.target_frames``): a clip of T <= W frames is
+  zero-padded to W in raw log-mel, before normalisation, exactly as in training; a longer clip is cut
+  into windows of W frames starting at 0, hop, 2 hop, ... plus one window ending at the last frame
+  (so every frame is covered), and the window scores are averaged (``reduce: mean``) or max-pooled
+  (``reduce: max``). Window scores are probabilities (sigmoid or softmax), so the result stays one.
+* ``window_frames`` 0 (or a model trained with ``target_frames: null``): whole clips, padded to the
+  longest clip of the batch, with the padding mask (BEATs' variable-length path).
+
+Features are normalised with ``(x - mean) / (2 std)``: the constants given, else the training
+config's ``data.norm_mean`` / ``data.norm_std``, else the ``stats.json`` of its ``data.train`` dir.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import kaldiio
+import numpy as np
+import torch
+
+from audiossl.data.datadir import read_kv, read_labels
+from audiossl.data.fbank import FeatureNorm
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ScoreResult:
+    """Scores of a dump dir.
+
+    Attributes:
+        utt_ids: N utterance ids in feats.scp order.
+        scores: (N, C) float32 probabilities.
+        targets: (N, C) float32 multi-hot in the model's label order, or None without utt2label.
+        label_names: the model's C label tokens.
+        display_names: their display names (labels.txt of the dump, else the tokens).
+        num_windows: (N,) how many windows each clip was scored in.
+    """
+
+    utt_ids: list[str]
+    scores: np.ndarray
+    targets: np.ndarray | None
+    label_names: list[str]
+    display_names: list[str]
+    num_windows: np.ndarray
+
+
+def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
+    """Start frames of the windows covering a clip: 0, hop, 2 hop, ... and one ending at the last frame.
+
+    A clip no longer than ``window`` has the single start 0 (it is padded to the window).
+    """
+    assert window > 0 and hop > 0, f"window and hop must be positive, got {window}, {hop}"
+    if num_frames <= window:
+        return [0]
+    last = num_frames - window
+    starts = list(range(0, last + 1, hop))
+    if starts[-1] != last:
+        starts.append(last)
+    return starts
+
+
+def resolve_norm(
+    config: dict[str, Any], norm_mean: float | None = None, norm_std: float | None = None, where: str = "model.pt"
+) -> FeatureNorm:
+    """The feature normalisation to score with (see the module docstring for the order of sources)."""
+    if norm_mean is not None and norm_std is not None:
+        return FeatureNorm(norm_mean, norm_std)
+    data = config.get("data") or {}
+    if data.get("norm_mean") is not None and data.get("norm_std") is not None:
+        return FeatureNorm(float(data["norm_mean"]), float(data["norm_std"]))
+    train = data.get("train")
+    stats = Path(train) / "stats.json" if train else None
+    if stats is not None and stats.is_file():
+        s = json.loads(stats.read_text())
+        return FeatureNorm(float(s["mean"]), float(s["std"]))
+    raise ValueError(
+        f"{where}: cannot tell how to normalise the features: its config has no data.norm_mean/norm_std"
+        + (f" and {stats} does not exist" if stats is not None else "")
+        + "; pass --norm-mean and --norm-std (e.g. EAT AudioSet -4.268 4.569, BEATs 15.41663 6.55582)"
+    )
+
+
+def read_targets(dump_dir: Path, utt_ids: list[str], label_names: list[str]) -> tuple[np.ndarray | None, list[str]]:
+    """(N, C) multi-hot targets in the model's label order, and display names; (None, tokens) without
+    utt2label. A label unknown to the model is an error naming the file and label."""
+    display = list(label_names)
+    labels_txt = dump_dir / "labels.txt"
+    if labels_txt.is_file():
+        tokens, names = read_labels(labels_txt)
+        by_token = dict(zip(tokens, names))
+        display = [by_token.get(t, t) for t in label_names]
+    utt2label_path = dump_dir / "utt2label"
+    if not utt2label_path.is_file():
+        return None, display
+    utt2label = read_kv(utt2label_path, check_sorted=False)
+    index = {t: i for i, t in enumerate(label_names)}
+    targets = np.zeros((len(utt_ids), len(label_names)), dtype=np.float32)
+    missing = 0
+    for n, utt in enumerate(utt_ids):
+        if utt not in utt2label:
+            missing += 1
+            continue
+        for label in utt2label[utt].split():
+            if label not in index:
+                raise ValueError(
+                    f"{utt2label_path}: utterance {utt!r} has label {label!r}, which the model does not know "
+                    f"(its {len(label_names)} labels come from its training labels.txt)"
+                )
+            targets[n, index[label]] = 1.0
+    if missing:
+        logger.warning("%s: %d of %d utterances have no labels (they count as negatives)", utt2label_path, missing, len(utt_ids))
+    return targets, display
+
+
+def _normalised(raw: np.ndarray, norm: FeatureNorm) -> torch.Tensor:
+    return (torch.from_numpy(np.array(raw, dtype=np.float32)) - norm.mean) / (2 * norm.std)  # a writable copy
+
+
+def _num_frames(dump_dir: Path, utt_ids: list[str], feats: Any) -> dict[str, int]:
+    """Frames per utterance from utt2num_frames when the dump has it, else by reading the features."""
+    path = dump_dir / "utt2num_frames"
+    if path.is_file():
+        kv = read_kv(path, check_sorted=False)
+        if all(u in kv for u in utt_ids):
+            return {u: int(kv[u]) for u in utt_ids}
+    return {u: int(feats[u].shape[0]) for u in utt_ids}
+
+
+@torch.no_grad()
+def score_dump_dir(
+    model: torch.nn.Module,
+    dump_dir: str | Path,
+    label_names: list[str],
+    norm: FeatureNorm,
+    window_frames: int | None,
+    hop_frames: int | None = None,
+    reduce: Literal["mean", "max"] = "mean",
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+) -> ScoreResult:
+    """Score every utterance of ``<dump_dir>/feats.scp`` with ``model.predict``.
+
+    Args:
+        model: a fine-tuned model (``predict(batch) -> (B, C)`` probabilities), in eval mode.
+        window_frames: W (see the module docstring); None or 0: whole clips.
+        hop_frames: hop between windows; default W // 2.
+        reduce: how window scores combine per clip: "mean" or "max".
+    """
+    assert reduce in ("mean", "max"), f"reduce must be mean or max, got {reduce!r}"
+    dump_dir = Path(dump_dir)
+    scp = dump_dir / "feats.scp"
+    if not scp.is_file():
+        raise FileNotFoundError(f"{scp}: no such file; run the feature extraction stage for {dump_dir}")
+    feats = kaldiio.load_scp(str(scp))
+    utt_ids = list(feats.keys())
+    C = len(label_names)
+    N = len(utt_ids)
+    sums = torch.zeros(N, C, dtype=torch.float64)
+    maxes = torch.full((N, C), -math.inf, dtype=torch.float64)
+    counts = np.zeros(N, dtype=np.int64)
+    model.eval()
+
+    def run(items: list[tuple[int, torch.Tensor, int]], L: int) -> None:
+        """One forward pass over items (clip index, (l, F) normalised window, real frames), each
+        padded to L frames."""
+        F_ = items[0][1].shape[1]
+        pad_value = -norm.mean / (2 * norm.std)  # a zero of raw log-mel, normalised
+        batch_feats = torch.full((len(items), L, F_), pad_value, dtype=torch.float32)
+        mask = torch.ones(len(items), L, dtype=torch.bool)
+        for b, (_, x, real) in enumerate(items):
+            batch_feats[b, : x.shape[0]] = x
+            mask[b, :real] = False
+        scores = model.predict({"feats": batch_feats.to(device), "padding_mask": mask.to(device)})
+        scores = scores.double().cpu()  # (B, C)
+        assert scores.shape == (len(items), C), f"model gave scores {tuple(scores.shape)}, expected {(len(items), C)}"
+        for b, (n, _, _) in enumerate(items):
+            sums[n] += scores[b]
+            maxes[n] = torch.maximum(maxes[n], scores[b])
+            counts[n] += 1
+
+    pending: list[tuple[int, torch.Tensor, int]] = []
+    windowed = bool(window_frames)
+    hop = hop_frames or max((window_frames or 0) // 2, 1)
+    if windowed:
+        for n, utt in enumerate(utt_ids):
+            x = _normalised(feats[utt], norm)  # (T, F)
+            T = x.shape[0]
+            for s in window_starts(T, window_frames, hop):
+                win = x[s : s + window_frames]
+                pending.append((n, win, win.shape[0]))
+                if len(pending) == batch_size:
+                    run(pending, window_frames)  # short clips padded to the full window, as in training
+                    pending = []
+        if pending:
+            run(pending, window_frames)
+    else:
+        # Whole clips, batched by length to keep padding small.
+        num_frames = _num_frames(dump_dir, utt_ids, feats)
+        by_length = sorted((num_frames[u], n) for n, u in enumerate(utt_ids))
+        for i in range(0, N, batch_size):
+            chunk = by_length[i : i + batch_size]
+            run([(n, _normalised(feats[utt_ids[n]], norm), t) for t, n in chunk], max(t for t, _ in chunk))
+    combined = sums / torch.from_numpy(np.maximum(counts, 1))[:, None] if reduce == "mean" else maxes
+    targets, display = read_targets(dump_dir, utt_ids, label_names)
+    logger.info("scored %d utterances of %s in %d windows", N, dump_dir, int(counts.sum()))
+    return ScoreResult(utt_ids, combined.float().numpy(), targets, list(label_names), display, counts)
