@@ -1,0 +1,323 @@
+"""Official BEATs checkpoints <-> our model.pt files, and loading encoders/tokenizers from model.pt.
+
+Official files (microsoft/unilm ``beats/``) are ``{'cfg': dict, 'model': state_dict}``, plus
+``'label_dict'`` in fine-tuned ones. Three kinds:
+
+* pre-trained BEATs: backbone keys only -> task ``beats_ssl``, keys ``encoder.<official key>``;
+* fine-tuned BEATs (``cfg['finetuned_model']``, ``predictor.*``): the official head is a per-patch
+  Linear whose logits are averaged over non-padded patches before the sigmoid; a Linear commutes with
+  the mean, so this is exactly "mean-pool the tokens, then Linear", our classifier with
+  ``pooling: mean``: task ``finetune``, ``predictor.{weight,bias}`` -> ``head.{weight,bias}``,
+  ``label_dict`` -> ``extra['label_names']``;
+* Tokenizers (``quantize.*``, ``quantize_layer.*``): task ``beats_tokenizer`` (kind distilled), keys
+  ``encoder.<backbone key>`` and ``quantize*`` unchanged (no estimator: it can tokenize, not train).
+
+The positional convolution's weight norm is stored as ``weight_g``/``weight_v`` in official files
+and in ours; files saved with torch's newer ``parametrizations.weight_norm`` use
+``parametrizations.weight.original0``/``original1`` for the same tensors: both are accepted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+from torch import nn
+
+from audiossl.data.fbank import BEATS_NORM
+from audiossl.models.beats.config import OFFICIAL_CLASS_DEFAULTS, OFFICIAL_TOKENIZER_DEFAULTS, BEATsConfig
+
+logger = logging.getLogger(__name__)
+
+POS_CONV = "encoder.pos_conv.0."
+LEGACY_WN = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
+
+
+# --------------------------------------------------------------------------------------------
+# Key checking
+# --------------------------------------------------------------------------------------------
+def state_dict_diff(expected: Mapping[str, Any], got: Mapping[str, torch.Tensor]) -> list[str]:
+    """Human-readable differences between the keys/shapes a model expects and a state dict has.
+
+    ``expected`` maps key -> tensor or shape. Empty list: they match.
+    """
+    exp_shapes = {k: tuple(v.shape) if hasattr(v, "shape") else tuple(v) for k, v in expected.items()}
+    missing = sorted(set(exp_shapes) - set(got))
+    unexpected = sorted(set(got) - set(exp_shapes))
+    mismatched = sorted(k for k in set(exp_shapes) & set(got) if tuple(got[k].shape) != exp_shapes[k])
+    lines = []
+    if missing:
+        lines.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
+    if unexpected:
+        lines.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
+    for k in mismatched:
+        lines.append(f"shape mismatch: {k}: file {tuple(got[k].shape)}, model {exp_shapes[k]}")
+    return lines
+
+
+def check_state_dict(expected: Mapping[str, Any], got: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise a ValueError naming ``source`` and listing every missing/unexpected/mis-shaped key."""
+    diff = state_dict_diff(expected, got)
+    if diff:
+        raise ValueError(f"{source}: state dict does not match the model built from its config:\n  " + "\n  ".join(diff))
+
+
+def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    """``module.load_state_dict(state)`` after :func:`check_state_dict`, so errors read well."""
+    check_state_dict(module.state_dict(), state, source)
+    module.load_state_dict(state, strict=True)
+
+
+def to_legacy_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Rename ``...pos_conv.0.parametrizations.weight.original0/1`` to ``weight_g``/``weight_v``."""
+    out = {}
+    for k, v in state.items():
+        for legacy, new in LEGACY_WN.items():
+            if k.endswith("pos_conv.0." + new):
+                k = k[: -len(new)] + legacy
+        out[k] = v
+    return out
+
+
+def to_parametrized_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of :func:`to_legacy_weight_norm` (for tools built on ``parametrizations``)."""
+    out = {}
+    for k, v in state.items():
+        for legacy, new in LEGACY_WN.items():
+            if k.endswith("pos_conv.0." + legacy):
+                k = k[: -len(legacy)] + new
+        out[k] = v
+    return out
+
+
+def _share_relative_bias(state: dict[str, torch.Tensor], source: str) -> None:
+    """Every layer's copy of the shared relative-position embedding must hold layer 0's values."""
+    keys = sorted(k for k in state if k.endswith("self_attn.relative_attention_bias.weight"))
+    first = next((k for k in keys if ".layers.0." in k), None)
+    if first is None:
+        return
+    for k in keys:
+        if not torch.equal(state[k], state[first]):
+            logger.warning("%s: %s differs from %s; the model shares one embedding, using layer 0's", source, k, first)
+            state[k] = state[first]
+
+
+# --------------------------------------------------------------------------------------------
+# model.pt -> modules
+# --------------------------------------------------------------------------------------------
+def model_config_of(obj: Mapping[str, Any], source: str):
+    """(task class, ModelConfig instance) of a loaded model.pt dict."""
+    from audiossl.tasks.abs_task import get_task
+    from audiossl.train.config import dataclass_from_dict
+
+    task = get_task(obj["task"])
+    model_section = (obj.get("config") or {}).get("model") or {}
+    return task, dataclass_from_dict(task.ModelConfig, dict(model_section), f"{source}: config.model")
+
+
+def load_encoder(path: str | os.PathLike) -> nn.Module:
+    """The pre-trained encoder (an AbsEncoder) of any model.pt whose task has ``build_encoder``.
+
+    Builds it from the file's task and ``config.model``, loads the ``encoder.*`` keys strictly and
+    returns it in eval mode.
+    """
+    from audiossl.train.checkpoint import load_model
+
+    obj = load_model(path)
+    task, model_cfg = model_config_of(obj, str(path))
+    encoder = task.build_encoder(model_cfg)
+    state = {k[len("encoder."):]: v for k, v in obj["model"].items() if k.startswith("encoder.")}
+    load_strict(encoder, to_legacy_weight_norm(state), f"{path} (encoder.* of task {obj['task']!r})")
+    return encoder.eval()
+
+
+# --------------------------------------------------------------------------------------------
+# Official files -> model.pt
+# --------------------------------------------------------------------------------------------
+@dataclass
+class ImportedModel:
+    """What :func:`import_official` returns: the arguments of ``audiossl.train.checkpoint.save_model``
+    (the config dict to save is ``{"task": task, "model": model_config}``, see :meth:`config`)."""
+
+    task: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        """A resolved-config dict for save_model: the task, the model section, and the official
+        normalisation so that downstream stages normalise features as the model expects."""
+        return {
+            "task": self.task,
+            "model": self.model_config,
+            "data": {"norm_mean": BEATS_NORM.mean, "norm_std": BEATS_NORM.std},
+        }
+
+
+def _read_official(path_or_obj) -> tuple[dict[str, Any], str]:
+    if isinstance(path_or_obj, Mapping):
+        return dict(path_or_obj), "<official checkpoint dict>"
+    path = Path(path_or_obj)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # older pickles may hold more than tensors and plain containers
+        logger.warning("%s: weights-only load failed (%s); loading the full pickle", path, e)
+        obj = torch.load(path, map_location="cpu", weights_only=False)
+    return obj, str(path)
+
+
+def detect_kind(obj: Mapping[str, Any]) -> str:
+    """"tokenizer", "finetuned" or "pretrained" for an official checkpoint dict."""
+    keys = obj["model"].keys()
+    if any(k.startswith(("quantize.", "quantize_layer.")) for k in keys):
+        return "tokenizer"
+    if "predictor.weight" in keys or obj["cfg"].get("finetuned_model", False):
+        return "finetuned"
+    return "pretrained"
+
+
+def import_official(path: str | os.PathLike | Mapping[str, Any], kind: str = "auto") -> ImportedModel:
+    """Convert an official BEATs / Tokenizers checkpoint (file or loaded dict) into our layout.
+
+    Args:
+        path: the official ``.pt`` file, or its loaded dict.
+        kind: "auto" (from the keys), "pretrained", "finetuned" or "tokenizer".
+
+    Raises:
+        ValueError naming the file and listing missing/unexpected/mis-shaped keys.
+    """
+    obj, source = _read_official(path)
+    for key in ("cfg", "model"):
+        if key not in obj:
+            raise ValueError(f"{source}: not an official BEATs checkpoint (no {key!r} entry; keys: {sorted(obj)})")
+    if kind == "auto":
+        kind = detect_kind(obj)
+    assert kind in ("pretrained", "finetuned", "tokenizer"), f"unknown checkpoint kind {kind!r}"
+    cfg = BEATsConfig.from_official(obj["cfg"])
+    state = to_legacy_weight_norm(obj["model"])
+    _share_relative_bias(state, source)
+
+    from audiossl.models.beats.backbone import BEATsBackbone
+
+    with torch.device("meta"):
+        expected = {k: v.shape for k, v in BEATsBackbone(cfg).state_dict().items()}
+    extra: dict[str, Any] = {"source": f"official BEATs ({kind})", "official_cfg": dict(obj["cfg"])}
+
+    if kind == "tokenizer":
+        from audiossl.models.beats.tokenizer import TokenizerConfig
+
+        quant_n = int(obj["cfg"].get("quant_n", OFFICIAL_TOKENIZER_DEFAULTS["quant_n"]))
+        quant_dim = int(obj["cfg"].get("quant_dim", OFFICIAL_TOKENIZER_DEFAULTS["quant_dim"]))
+        D = cfg.encoder_embed_dim
+        expected.update({
+            "quantize_layer.0.weight": (D, D), "quantize_layer.0.bias": (D,),
+            "quantize_layer.2.weight": (quant_dim, D), "quantize_layer.2.bias": (quant_dim,),
+            "quantize.embedding.weight": (quant_n, quant_dim), "quantize.embedding.cluster_size": (quant_n,),
+            "quantize.embedding.embed_avg": (quant_n, quant_dim), "quantize.embedding.initted": (1,),
+            "quantize.cluster_size": (quant_n,),
+        })
+        check_state_dict(expected, state, source)
+        model_cfg = TokenizerConfig(kind="distilled", codebook_size=quant_n, codebook_dim=quant_dim, encoder=cfg)
+        out = {(k if k.startswith("quantize") else f"encoder.{k}"): v for k, v in state.items()}
+        return ImportedModel("beats_tokenizer", dataclasses.asdict(model_cfg), out, extra)
+
+    if kind == "finetuned":
+        num_classes = int(state["predictor.weight"].shape[0]) if "predictor.weight" in state else cfg.predictor_class
+        expected.update({"predictor.weight": (num_classes, cfg.encoder_embed_dim), "predictor.bias": (num_classes,)})
+        check_state_dict(expected, state, source)
+        out = {f"encoder.{k}": v for k, v in state.items() if not k.startswith("predictor.")}
+        out["head.weight"] = state["predictor.weight"]
+        out["head.bias"] = state["predictor.bias"]
+        label_dict = obj.get("label_dict")
+        if label_dict:
+            extra["label_names"] = [str(label_dict[i]) for i in sorted(label_dict)]
+        # Our classifier (task "finetune"): a beats_ssl encoder, mean pooling, no norm before the head.
+        from audiossl.models.beats.ssl import SSLConfig
+
+        encoder_section = dataclasses.asdict(SSLConfig(encoder=cfg, tokenizer=None))
+        model_cfg = {
+            "encoder_task": "beats_ssl",
+            "encoder": encoder_section,
+            "num_classes": num_classes,
+            "pooling": "mean",
+            "head_norm": False,
+        }
+        extra.update(encoder_task="beats_ssl", encoder=encoder_section, pooling="mean")
+        return ImportedModel("finetune", model_cfg, out, extra)
+
+    from audiossl.models.beats.ssl import SSLConfig
+
+    check_state_dict(expected, state, source)
+    model_cfg = SSLConfig(encoder=cfg, tokenizer=None)
+    out = {f"encoder.{k}": v for k, v in state.items()}
+    return ImportedModel("beats_ssl", dataclasses.asdict(model_cfg), out, extra)
+
+
+# --------------------------------------------------------------------------------------------
+# model.pt -> official files
+# --------------------------------------------------------------------------------------------
+def export_official(model_pt: Mapping[str, Any], weight_norm_keys: str = "legacy") -> dict[str, Any]:
+    """Our model.pt dict (``audiossl.train.checkpoint.load_model``) -> the official layout.
+
+    Supports tasks ``beats_ssl`` (a pre-trained BEATs), ``beats_tokenizer`` of kind distilled (a
+    Tokenizers file; the estimator is dropped) and ``finetune`` with a BEATs encoder, mean pooling and
+    no head norm (a fine-tuned BEATs with ``predictor.*`` and ``label_dict``).
+
+    Args:
+        weight_norm_keys: "legacy" (``weight_g``/``weight_v``, as released) or "parametrizations".
+    """
+    assert weight_norm_keys in ("legacy", "parametrizations"), f"weight_norm_keys {weight_norm_keys!r}"
+    task = model_pt.get("task")
+    model_section = (model_pt.get("config") or {}).get("model") or {}
+    state = model_pt["model"]
+    encoder_state = {k[len("encoder."):]: v for k, v in state.items() if k.startswith("encoder.")}
+    if not encoder_state:
+        raise ValueError(f"model.pt of task {task!r} has no encoder.* keys: nothing to export")
+    if task == "finetune":  # the classifier's encoder: {"encoder_task": ..., "encoder": <its ModelConfig>}
+        if model_section.get("encoder_task") not in ("beats_ssl", "beats_tokenizer"):
+            raise ValueError(f"a finetune model.pt with a {model_section.get('encoder_task')!r} encoder is not a BEATs model")
+        model_section_enc = (model_section.get("encoder") or {}).get("encoder") or {}
+    else:
+        model_section_enc = model_section.get("encoder") or {}
+    cfg = BEATsConfig.from_dict(model_section_enc, where="config.model.encoder")
+    official_cfg = cfg.to_official()
+    out: dict[str, Any]
+
+    if task == "beats_ssl":
+        out = {"cfg": official_cfg, "model": dict(encoder_state)}
+    elif task == "beats_tokenizer":
+        if model_section.get("kind", "distilled") != "distilled":
+            raise ValueError("only a distilled tokenizer has an official layout (the random-projection one has none)")
+        skip = ("layer_wise_gradient_decay_ratio", "finetuned_model", "predictor_dropout", "predictor_class")
+        tok_cfg = {k: v for k, v in official_cfg.items() if k not in skip}
+        tok_cfg["quant_n"] = int(model_section.get("codebook_size", OFFICIAL_TOKENIZER_DEFAULTS["quant_n"]))
+        tok_cfg["quant_dim"] = int(model_section.get("codebook_dim", OFFICIAL_TOKENIZER_DEFAULTS["quant_dim"]))
+        model = dict(encoder_state)
+        model.update({k: v for k, v in state.items() if k.startswith(("quantize.", "quantize_layer."))})
+        out = {"cfg": tok_cfg, "model": model}
+    elif task == "finetune":
+        if any(k.startswith("head_norm.") for k in state):
+            raise ValueError("this classifier has a norm before its head (head_norm.*): official BEATs has none")
+        if model_section.get("pooling", "mean") != "mean":
+            raise ValueError(f"pooling {model_section.get('pooling')!r}: official BEATs averages its patches (mean)")
+        model = dict(encoder_state)
+        model["predictor.weight"] = state["head.weight"]
+        model["predictor.bias"] = state["head.bias"]
+        official_cfg.update(finetuned_model=True, predictor_class=int(state["head.weight"].shape[0]))
+        out = {"cfg": official_cfg, "model": model}
+        names = (model_pt.get("extra") or {}).get("label_names")
+        if names:
+            out["label_dict"] = {i: name for i, name in enumerate(names)}
+    else:
+        raise ValueError(f"cannot export a model.pt of task {task!r} to the official BEATs layout")
+
+    if weight_norm_keys == "parametrizations":
+        out["model"] = to_parametrized_weight_norm(out["model"])
+    assert set(OFFICIAL_CLASS_DEFAULTS) - {"layer_wise_gradient_decay_ratio", "finetuned_model", "predictor_dropout", "predictor_class"} <= set(out["cfg"])
+    return out
