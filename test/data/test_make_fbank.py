@@ -40,48 +40,54 @@ def clip(path: Path, num_samples: int, sample_rate: int, seed: int, channels: in
     sf.write(path, x.astype(np.float32), sample_rate)
 
 
-def write_set(root: Path, wav: dict[str, str], labels: list[str]) -> None:
-    utts = sorted(wav)
+def write_set(root: Path, wav: dict[str, str], labels: list[str], segments: dict | None = None) -> None:
+    """wav.scp (and segments), alternating labels, utt2dur, labels.txt with display names."""
     write_kv(root / "wav.scp", wav)
+    if segments is not None:
+        write_kv(root / "segments", {k: f"{r} {s:g} {e:g}" for k, (r, s, e) in segments.items()})
+    utts = sorted(segments if segments is not None else wav)
     write_kv(root / "utt2label", {u: labels[i % len(labels)] for i, u in enumerate(utts)})
     write_kv(root / "utt2dur", {u: "0.5" for u in utts})
     write_labels(root / "labels.txt", labels, [f"The {x}" for x in labels])
 
 
-def test_make_fbank_nj2(recipe):
+def test_make_fbank_nj2_with_segments(recipe):
     cwd, _ = recipe
     audio = cwd / "audio"
     wav = {}
-    for i in range(4):
-        clip(audio / f"u{i}.wav", 8000 + 480 * i, 16000, seed=i)
-        wav[f"utt{i}"] = f"audio/u{i}.wav"
-    clip(audio / "s.flac", 22050, 44100, seed=7, channels=2)
-    wav["utt4"] = "audio/s.flac"
-    wav["utt5"] = "cat audio/u1.wav |"
-    write_set(cwd / "data/train", wav, ["cat", "dog"])
+    for i in range(3):
+        clip(audio / f"u{i}.wav", 16000 + 480 * i, 16000, seed=i)
+        wav[f"r{i}"] = f"audio/u{i}.wav"
+    clip(audio / "s.flac", 44100, 44100, seed=7, channels=2)
+    wav["r3"] = "audio/s.flac"
+    wav["r4"] = "cat audio/u1.wav |"
+    # Two segments per recording: a recording's segments may land in both parts of the split.
+    segments = {f"r{i}-{j}": (f"r{i}", 0.5 * j, 0.5 * j + 0.45 + 0.05 * i) for i in range(5) for j in range(2)}
+    write_set(cwd / "data/train", wav, ["cat", "dog"], segments)
 
     res = make_fbank(recipe, "--nj", "2", "--kind", "beats", "data/train", "dump/fbank_beats/train")
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "Succeeded creating fbank for data/train: 6 utterances" in res.stdout
+    assert "Succeeded creating fbank for data/train: 10 utterances" in res.stdout
     dump = cwd / "dump/fbank_beats/train"
     assert (dump / "log/fbank.1.log").is_file() and (dump / "log/fbank.2.log").is_file()
-    assert (cwd / "data/train/split2/2/wav.scp").is_file()
+    assert (cwd / "data/train/split2/2/segments").is_file()
 
     keys = [line.split()[0] for line in (dump / "feats.scp").read_text().splitlines()]
-    assert keys == sorted(wav)
+    assert keys == sorted(segments)
     old_cwd = os.getcwd()
     os.chdir(cwd)  # feats.scp names the arks relative to the recipe directory
     try:
         feats = dict(kaldiio.load_scp("dump/fbank_beats/train/feats.scp"))
-        direct = {u: compute_fbank(load_audio(spec), "beats").numpy() for u, spec in wav.items()}
+        direct = {seg: compute_fbank(load_audio(wav[rec], start, end), "beats").numpy()
+                  for seg, (rec, start, end) in segments.items()}
     finally:
         os.chdir(old_cwd)
-    for u in wav:
-        np.testing.assert_array_equal(feats[u], direct[u])
-    assert (dump / "utt2num_frames").read_text() == "".join(f"{u} {direct[u].shape[0]}\n" for u in sorted(wav))
+    for seg in segments:
+        np.testing.assert_array_equal(feats[seg], direct[seg])
+    assert (dump / "utt2num_frames").read_text() == "".join(f"{u} {direct[u].shape[0]}\n" for u in keys)
 
     stats = json.loads((dump / "stats.json").read_text())
-    x = np.concatenate([direct[u] for u in sorted(wav)]).astype(np.float64)
+    x = np.concatenate([direct[u] for u in keys]).astype(np.float64)
     assert stats["num_frames"] == x.shape[0]
     assert stats["mean"] == pytest.approx(x.mean(), rel=1e-9)
     assert stats["std"] == pytest.approx(x.std(), rel=1e-9)
@@ -142,3 +148,4 @@ def test_make_fbank_usage_errors(recipe):
     assert res.returncode == 1 and "--kind must be beats or eat" in res.stderr
     res = make_fbank(recipe, "--nj", "2", "data/none", "dump/x")
     assert res.returncode == 1 and "data/none is not a valid data directory" in res.stderr
+
