@@ -25,6 +25,7 @@ class ToyModelConfig:
     num_layers: int = 2  # residual Conv1d blocks
     kernel_size: int = 3  # over time, odd
     loss: Literal["bce", "ce"] = "bce"  # bce: multi-label targets; ce: single-label (argmax of targets)
+    dropout: float = 0.0  # on the pooled vector, before the head
     step_delay_s: float = 0.0  # sleep in each training forward: a slow model for signal-handling tests
 
 
@@ -82,6 +83,7 @@ class ToyClassifier(AbsTrainModel):
         self.label_names = list(data_info.label_names)
         self.multi_label = cfg.loss == "bce"
         self.encoder = ToyEncoder(cfg, data_info.feat_dim)
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.head = nn.Linear(cfg.hidden_dim, data_info.num_classes)
         self.num_layers = cfg.num_layers
 
@@ -90,7 +92,7 @@ class ToyClassifier(AbsTrainModel):
         out = self.encoder(feats, padding_mask)
         keep = (~padding_mask).unsqueeze(-1).to(out.tokens.dtype)  # (B, T, 1)
         pooled = (out.tokens * keep).sum(1) / keep.sum(1).clamp(min=1.0)  # (B, D)
-        return self.head(pooled)  # (B, C)
+        return self.head(self.dropout(pooled))  # (B, C)
 
     def forward(self, batch: dict[str, Any]):
         if self.training and self.cfg.step_delay_s > 0:

@@ -36,7 +36,7 @@ def setup_logging(log_file: str | Path | None = None, rank: int = 0, level: int 
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(level if rank == 0 else logging.WARNING)
     handlers: list[logging.Handler] = [console]
-    if log_file is not None and rank == 0:
+    if log_file is not None and rank == 0 and not _stderr_is(log_file):
         Path(log_file).parent.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(log_file, encoding="utf-8"))
         handlers[-1].setLevel(level)
@@ -45,6 +45,15 @@ def setup_logging(log_file: str | Path | None = None, rank: int = 0, level: int 
         setattr(h, _HANDLER_TAG, True)
         root.addHandler(h)
     root.setLevel(level)
+
+
+def _stderr_is(path: str | Path) -> bool:
+    """True when stderr already goes to ``path`` (run.pl/queue.pl logging into the same file): then
+    the console lines are the file's lines and a second handler would write each line twice."""
+    try:
+        return os.path.samestat(os.fstat(sys.stderr.fileno()), os.stat(path))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def format_duration(seconds: float) -> str:

@@ -1,0 +1,106 @@
+"""python -m audiossl.bin.train as a process: SIGTERM -> save + exit 75 -> exact resume; --nproc 2 DDP."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_testlib import make_dump, max_abs_diff, state_of, toy_config, write_config  # noqa: E402
+
+from audiossl.train.checkpoint import load_checkpoint  # noqa: E402
+from audiossl.train.config import config_from_dict  # noqa: E402
+from audiossl.train.trainer import EXIT_REQUEUE, train  # noqa: E402
+
+TRAIN = [sys.executable, "-m", "audiossl.bin.train"]
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_dump(tmp_path / "train", num_utts=24, frames=(30, 60), seed=0)
+    make_dump(tmp_path / "valid", num_utts=6, frames=(30, 60), seed=1)
+    return tmp_path
+
+
+def test_help():
+    out = subprocess.run([*TRAIN, "--help"], capture_output=True, text=True, env=_env())
+    assert out.returncode == 0 and "--output-dir" in out.stdout and "--nproc" in out.stdout
+
+
+def test_bad_key_fails_at_start(data):
+    cfg = write_config(data / "c.yaml", toy_config(data))
+    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.lrr", "1"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 1
+    assert "unknown option --optim.lrr" in out.stderr
+    assert not (data / "exp" / "checkpoint_last.pt").exists()
+
+
+def test_sigterm_saves_exits_75_and_resumes_exactly(data):
+    raw = toy_config(
+        data,
+        model={"step_delay_s": 0.03, "dropout": 0.2},
+        data={"num_workers": 1},  # a worker process receives the signal too and must not die of it
+        optim={"max_updates": 40, "accum_grad": 1},
+        trainer={"log_interval": 1, "save_interval": 1000, "valid_interval": 1000},
+    )
+    conf = write_config(data / "c.yaml", raw)
+    exp = data / "exp"
+    cmd = [*TRAIN, "--config", str(conf), "--output-dir", str(exp)]
+    proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=_env(),
+                            start_new_session=True)
+    seen = []
+    deadline = time.time() + 120
+    for line in proc.stderr:
+        seen.append(line)
+        if "update 5/40" in line:
+            os.killpg(proc.pid, signal.SIGTERM)  # like queue.pl: the whole process group
+            break
+        assert time.time() < deadline, "".join(seen[-20:])
+    seen.extend(proc.stderr)
+    rc = proc.wait(timeout=120)
+    log = "".join(seen)
+    assert rc == EXIT_REQUEUE, log
+    assert "got SIGTERM" in log
+    stopped = load_checkpoint(exp / "checkpoint_last.pt")["num_updates"]
+    assert 5 <= stopped < 40, log
+    assert not (exp / "model.pt").exists()
+
+    rc = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert rc.returncode == 0, rc.stderr
+    assert f"resumed from {exp / 'checkpoint_last.pt'}: update {stopped}" in rc.stderr
+
+    train(config_from_dict(raw), data / "straight", device="cpu")
+    assert max_abs_diff(state_of(exp / "model.pt"), state_of(data / "straight" / "model.pt")) < 1e-6
+
+
+def test_two_gloo_processes_equal_one_with_same_global_batch(data):
+    # global batch = batch_size x world x accum_grad = 8 in all three runs
+    raw = toy_config(data, data={"batch_size": 2}, optim={"max_updates": 6},
+                     trainer={"log_interval": 2, "valid_interval": 3, "save_interval": 3})
+    conf = write_config(data / "c.yaml", raw)
+    out = subprocess.run([*TRAIN, "--config", str(conf), "--output-dir", str(data / "ddp"), "--nproc", "2",
+                          "--optim.accum_grad", "2"], capture_output=True, text=True, env=_env(), timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    log = (data / "ddp" / "train.log").read_text()
+    assert "world size 2" in log and "global batch 8 (batch_size 2 x world 2 x accum_grad 2)" in log
+
+    one = dict(raw, data=dict(raw["data"], batch_size=8))
+    train(config_from_dict(one), data / "one", device="cpu")
+    accum = dict(raw, optim=dict(raw["optim"], accum_grad=4))
+    train(config_from_dict(accum), data / "accum", device="cpu")
+    ddp = state_of(data / "ddp" / "model.pt")
+    assert max_abs_diff(ddp, state_of(data / "one" / "model.pt")) < 1e-5
+    assert max_abs_diff(ddp, state_of(data / "accum" / "model.pt")) < 1e-5
+    init = torch.load(data / "ddp" / "checkpoints" / "checkpoint_3.pt", weights_only=False)
+    assert init["world_size"] == 2 and len(init["rng"]) == 2

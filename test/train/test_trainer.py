@@ -1,0 +1,144 @@
+"""audiossl.train.trainer in one process: exact mid-epoch resume, NaN stop, validation and best-k."""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from train_testlib import make_dump, max_abs_diff, state_of, toy_config  # noqa: E402
+
+from audiossl.tasks.toy import ToyClassifier  # noqa: E402
+from audiossl.train.checkpoint import load_checkpoint, load_model  # noqa: E402
+from audiossl.train.config import config_from_dict  # noqa: E402
+from audiossl.train.trainer import NonFiniteLossError, TrainingInterrupted, train  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def data(tmp_path):
+    make_dump(tmp_path / "train", num_utts=24, frames=(30, 60), seed=0)
+    make_dump(tmp_path / "valid", num_utts=10, frames=(30, 60), seed=1)
+    return tmp_path
+
+
+def resume_config(tmp):
+    # dropout (torch RNG), random crops (sampler seeds), accumulation, EMA and validation all have
+    # to be restored for the resumed run to match: 24 clips / (4 x 2) = 3 updates per epoch.
+    return config_from_dict(toy_config(
+        tmp,
+        model={"dropout": 0.3},
+        data={"crop": "random", "target_frames": 40},
+        optim={"accum_grad": 2, "max_updates": 10, "warmup_updates": 3, "clip_norm": 1.0},
+        trainer={"ema_decay": 0.9, "save_interval": 3, "valid_interval": 3, "log_interval": 1},
+    ))
+
+
+def train_losses(exp: Path) -> dict[int, float]:
+    lines = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
+    return {r["update"]: r["loss"] for r in lines if r["split"] == "train"}
+
+
+def test_resume_mid_epoch_is_exact(data, monkeypatch):
+    cfg = resume_config(data)
+    straight = train(cfg, data / "exp_straight", device="cpu")
+    assert straight.num_updates == 10
+
+    def stop_at_5(self, num_updates):
+        if num_updates == 5:
+            signal.raise_signal(signal.SIGTERM)
+
+    monkeypatch.setattr(ToyClassifier, "after_optimizer_step", stop_at_5)
+    exp = data / "exp_resumed"
+    with pytest.raises(TrainingInterrupted) as e:
+        train(cfg, exp, device="cpu")
+    assert e.value.num_updates == 5
+    monkeypatch.undo()
+    state = load_checkpoint(exp / "checkpoint_last.pt")
+    assert state["num_updates"] == 5
+    # update 5 is the 2nd update of the 2nd epoch: 4 of its 6 batches consumed
+    assert state["sampler"] == {"epoch": 1, "position": 4}
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the trainer restores the signal handlers"
+
+    resumed = train(cfg, exp, device="cpu")
+    assert resumed.num_updates == 10
+    assert max_abs_diff(state_of(exp / "model.pt"), state_of(data / "exp_straight" / "model.pt")) < 1e-6
+    a, b = train_losses(data / "exp_straight"), train_losses(exp)
+    assert sorted(b) == list(range(1, 11)), "metrics.jsonl has each update once after the resume"
+    assert all(a[u] == pytest.approx(b[u], abs=1e-6) for u in range(1, 11))
+    last = load_checkpoint(exp / "checkpoint_last.pt")
+    assert last["ema"] is not None and last["optimizer"]["state"], "EMA and optimizer state are saved"
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(data, monkeypatch):
+    raw = toy_config(data, optim={"max_updates": 12}, trainer={"log_interval": 100, "save_interval": 4})
+    raw["data"]["valid"] = None
+    cfg = config_from_dict(raw)
+    real_forward = ToyClassifier.forward
+    calls = {"n": 0}
+
+    def nan_at_6(self, batch):
+        loss, stats, w = real_forward(self, batch)
+        if self.training:
+            calls["n"] += 1
+            if calls["n"] >= 6:
+                loss = loss * float("nan")
+        return loss, stats, w
+
+    monkeypatch.setattr(ToyClassifier, "forward", nan_at_6)
+    exp = data / "exp"
+    with pytest.raises(NonFiniteLossError) as e:
+        train(cfg, exp, device="cpu")
+    msg = str(e.value)
+    assert "at update 6" in msg and "checkpoint_last.pt (update 4)" in msg
+    state = load_checkpoint(exp / "checkpoint_last.pt")
+    assert state["num_updates"] == 4
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    assert not (exp / "checkpoints" / "checkpoint_8.pt").exists()
+    assert not (exp / "model.pt").exists()
+
+
+def test_validation_best_k_and_final_model(data):
+    raw = toy_config(data, trainer={"keep_best": 2, "final_model": "best", "valid_interval": 2, "save_interval": 3})
+    cfg = config_from_dict(raw)
+    exp = data / "exp"
+    result = train(cfg, exp, device="cpu")
+    valid = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
+    valid = [r for r in valid if r["split"] == "valid"]
+    assert [r["update"] for r in valid] == [2, 4, 6, 8, 10, 12]
+    losses = {r["update"]: r["loss"] for r in valid}
+    best2 = sorted(losses, key=lambda u: (losses[u], u))[:2]
+    assert [b["update"] for b in result.best] == best2
+    assert sorted(p.name for p in (exp / "checkpoints").glob("best_*.pt")) == sorted(f"best_{u}.pt" for u in best2)
+    assert sorted(p.name for p in (exp / "checkpoints").glob("checkpoint_*.pt")) == ["checkpoint_12.pt", "checkpoint_9.pt"]
+    model = load_model(exp / "model.pt")
+    best_state = torch.load(exp / "checkpoints" / f"best_{best2[0]}.pt", weights_only=False)["model"]
+    assert max_abs_diff(model["model"], best_state) == 0.0
+    assert model["task"] == "toy_classifier" and model["extra"]["label_names"] == ["c0", "c1", "c2"]
+    assert model["config"]["trainer"]["final_model"] == "best"
+    assert yaml.safe_load((exp / "config.yaml").read_text())["optim"]["max_updates"] == 12
+    assert list((exp / "tensorboard").glob("events.out.tfevents.*"))
+    assert math.isfinite(result.last_valid["loss"]) and "acc" in result.last_valid
+
+    again = train(cfg, exp, device="cpu")  # re-running a finished training only re-exports
+    assert again.num_updates == 12
+    assert max_abs_diff(state_of(exp / "model.pt"), best_state) == 0.0
+
+
+def test_bad_best_metric_is_named(data):
+    cfg = config_from_dict(toy_config(data, trainer={"best_metric": "mAPP", "valid_interval": 2}))
+    with pytest.raises(KeyError, match="mAPP"):
+        train(cfg, data / "exp", device="cpu")
