@@ -196,21 +196,24 @@ for my $o (@options) {
     push @sbatch_flags, split(' ', $flags);
 }
 
-# ---- paths: absolute, so the job runs in this directory whatever the node's cwd ----
+# ---- paths: absolute, so the job runs in this directory whatever the node's cwd. JOB is only
+# replaced in the log name as given, never in the working directory around it.
 my $cwd = getcwd();
-my $log_abs = File::Spec->rel2abs($log_arg, $cwd);
-# The job-script directory: q/ next to the logs, outside any directory named after the job id.
-my $logdir = dirname($log_abs);
+sub task_log_arg { my ($t) = @_; my $l = $log_arg; $l =~ s/\Q$jobvar\E/$t/g if defined $jobvar; return $l; }
+sub task_log { my ($t) = @_; return File::Spec->rel2abs(task_log_arg($t), $cwd); }
+# The job-script directory: q/ next to the logs, above any directory named after the job id.
+my $logdir = dirname($log_arg);
 if (defined $jobvar) {
-    $logdir = dirname($logdir) while index($logdir, $jobvar) >= 0 && $logdir ne '/';
+    $logdir = dirname($logdir) while index($logdir, $jobvar) >= 0 && $logdir ne '.' && $logdir ne '/';
+    $logdir = '.' if index($logdir, $jobvar) >= 0;
 }
-my $qdir = "$logdir/q";
-my $name = basename($log_abs);
+my $qdir = File::Spec->rel2abs("$logdir/q", $cwd);
+my $name = basename($log_arg);
 if (defined $jobvar) { $name =~ s/\.?\Q$jobvar\E//g; }
+$name =~ s/^\.+//;
 $name = 'job' if $name eq '';
 my $script = "$qdir/$name.sh";
 my $status_prefix = "$qdir/done.$name";
-sub task_log { my ($t) = @_; my $l = $log_abs; $l =~ s/\Q$jobvar\E/$t/g if defined $jobvar; return $l; }
 sub status_file { my ($t) = @_; return "$status_prefix.$t"; }
 sub slurm_out { my ($t) = @_; return $is_array ? "$qdir/$name.$t.out" : "$qdir/$name.out"; }
 
@@ -228,7 +231,7 @@ if [ -f ./path.sh ]; then . ./path.sh; fi
 export LC_ALL=C
 task=$task_expr
 cmd=@{[shell_quote($command)]}
-log=@{[shell_quote($log_abs)]}
+log=@{[shell_quote($log_arg)]}
 $cmd_sub
 status=@{[shell_quote($status_prefix)]}.\${task}
 mkdir -p "\$(dirname "\$log")"
@@ -309,9 +312,10 @@ sub submit {
     my $rc = $? >> 8;
     chomp $text;
     if ($rc != 0 || $text !~ /^(\d+)/m) {
-        fail("submitting $script failed (exit $rc): $text\n"
+        print STDERR "queue.pl: submitting $script failed (exit $rc): $text\n"
             . "queue.pl: the command was: " . join_command(@args) . "\n"
-            . "queue.pl: check that Slurm is installed and reachable (sinfo; SLURM_CONF) and the flags from $config_name, or use run.pl");
+            . "queue.pl: check that Slurm is installed and reachable (sinfo; SLURM_CONF) and the flags from $config_name, or use run.pl\n";
+        return undef;
     }
     return $1;
 }
@@ -323,6 +327,7 @@ my %vanished;     # task -> final Slurm state of a task that ended without an ex
 my %missing;      # task -> number of squeue checks in a row that did not list it as alive
 
 my $job_id = submit($first_spec);
+exit 1 unless defined $job_id;
 for my $t (@tasks) { $job_of{$t} = $is_array ? "${job_id}_$t" : $job_id; }
 
 my $cancel = sub {
@@ -337,7 +342,6 @@ $SIG{INT} = $cancel;
 $SIG{TERM} = $cancel;
 
 sub pattern { my $p = $log_arg; $p =~ s/\Q$jobvar\E/*/g if defined $jobvar; return $p; }
-sub task_log_arg { my ($t) = @_; my $l = $log_arg; $l =~ s/\Q$jobvar\E/$t/g if defined $jobvar; return $l; }
 
 sub append_log {
     my ($t, $text) = @_;
@@ -387,6 +391,10 @@ while (1) {
             my $n = ++$requeues{$t};
             unlink $sf;
             my $new = submit($is_array ? "$t" : undef);
+            if (!defined $new) {   # counted as a failure; the other tasks are still waited for
+                $code{$t} = $c;
+                next;
+            }
             $job_of{$t} = $is_array ? "${new}_$t" : $new;
             delete $missing{$t};
             my $msg = "queue.pl: task $t exited with code 75 (checkpoint saved, stopped by a signal); resubmitted as Slurm job $job_of{$t} (requeue $n of $max_requeue)";
@@ -429,7 +437,9 @@ for my $t (@failed) {
         my $state = $vanished{$t} eq '' ? '' : " in state $vanished{$t}";
         push @details, "$rel (Slurm job $job_of{$t} left the queue$state without writing its exit status: killed or lost; Slurm's output is in " . slurm_out($t) . ")";
     } elsif ($code{$t} == 75 && $requeue eq 'true') {
-        push @details, "$rel (code 75 again after $max_requeue requeues)";
+        my $n = $requeues{$t} // 0;
+        push @details, $n >= $max_requeue ? "$rel (code 75 again after $n requeues; raise --max-requeue or look at why it stops)"
+                                          : "$rel (code 75; its resubmission failed)";
     } else {
         push @details, "$rel (code $code{$t})";
     }

@@ -60,6 +60,16 @@ def test_zero_gpus_and_zero_memory_add_no_flags(queue_pl: str, tmp_path: Path) -
         assert words[-1] == str(tmp_path / "log/q/y.log.sh")
 
 
+def test_job_in_the_working_dir_is_left_alone(queue_pl: str, tmp_path: Path) -> None:
+    cwd = tmp_path / "JOBS"
+    cwd.mkdir()
+    words = dry_run(queue_pl, cwd, "JOB=1:2", "JOB.log", "echo", "JOB")
+    script = cwd / "q/log.sh"
+    assert words[-1] == str(script) and f"--chdir={cwd}" in words
+    text = script.read_text()
+    assert f"cd '{cwd}'" in text and "log='JOB.log'" in text
+
+
 def test_unknown_option_names_the_config(queue_pl: str, tmp_path: Path) -> None:
     res = run(tmp_path, queue_pl, "--dry-run", "true", "--account", "proj", "log/y.log", "true")
     assert res.returncode == 1
@@ -175,6 +185,12 @@ def test_requeue_resubmits_a_task_that_exits_75(slurm_cluster, queue_pl: str, tm
     (tmp_path / "ckpt.1").unlink()
     res = run(tmp_path, queue_pl, "JOB=1:1", "log/n.JOB.log", "bash", "-c", cmd)
     assert res.returncode == 1 and "log/n.1.log (code 75)" in res.stderr
+
+    # and requeues stop after --max-requeue
+    res = run(tmp_path, queue_pl, "--requeue", "true", "--max-requeue", "1", "log/a.log", "bash", "-c", "exit 75")
+    assert res.returncode == 1
+    assert res.stderr.count("resubmitted") == 1 and "log/a.log (code 75 again after 1 requeues" in res.stderr
+    assert (tmp_path / "log/a.log").read_text().count("# Started at") == 2
 
 
 def test_usr1_to_the_job_reaches_the_command_and_requeues(slurm_cluster, queue_pl: str, tmp_path: Path) -> None:
