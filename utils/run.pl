@@ -147,6 +147,11 @@ local $SIG{TERM} = $stop;
 
 sub reap_one {
     my $pid = waitpid(-1, 0);
+    if ($pid == -1 && $!{ECHILD}) {   # no children left: none of ours can report any more
+        $codes{$_} //= 255 for values %running;
+        %running = ();
+        return;
+    }
     return if $pid <= 0 || !exists $running{$pid};
     my $id = delete $running{$pid};
     $codes{$id} = ($? & 127) ? 128 + ($? & 127) : ($? >> 8);
@@ -168,6 +173,7 @@ for my $id ($first .. $last) {
         my $code = run_job($id);
         POSIX::_exit($code > 255 ? 255 : $code);
     }
+    POSIX::setpgid($pid, $pid);   # also here, so that a TERM right after the fork reaches the group
     $running{$pid} = $id;
 }
 reap_one() while keys %running;

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,24 @@ def test_queue_options_are_accepted_and_ignored(run_pl: str, tmp_path: Path) -> 
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "log/g.3.log").read_text().splitlines()[2] == "3"
     assert not (tmp_path / "log/g.1.log").exists()
+
+
+def test_term_stops_the_running_jobs(run_pl: str, tmp_path: Path) -> None:
+    proc = subprocess.Popen([run_pl, "JOB=1:2", "log/t.JOB.log", "bash", "-c", "touch started.JOB; sleep 300"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not ((tmp_path / "started.1").exists() and (tmp_path / "started.2").exists()):
+            assert time.monotonic() < deadline, "jobs did not start"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1
+    assert "interrupted" in err and "2 / 2 failed" in err
+    for j in (1, 2):
+        assert FOOTER.search((tmp_path / f"log/t.{j}.log").read_text()).group(2) == "143"
 
 
 @pytest.mark.parametrize(
