@@ -4,9 +4,11 @@ Three ways a training process starts:
 
 * ``torchrun`` / ``python -m torch.distributed.run`` (also what ``bin/train.py --ngpu N`` and
   ``--nproc N`` use): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are in the environment.
-* ``srun`` inside a Slurm job with several tasks: SLURM_PROCID, SLURM_NTASKS (of the step),
-  SLURM_LOCALID; the master is the first host of SLURM_JOB_NODELIST (``scontrol show hostnames``) and
-  the port is derived from the job id, so every task finds the same one.
+* ``srun`` inside a Slurm job with several tasks: SLURM_PROCID, SLURM_STEP_NUM_TASKS (set in an
+  srun step only: a batch script that did not call srun is one process), SLURM_LOCALID; the master is
+  the first host of SLURM_JOB_NODELIST (``scontrol show hostnames``) and the port is derived from the
+  job id, so every task finds the same one. MASTER_ADDR / MASTER_PORT in the environment win (two
+  trainings in one job need different ports).
 * a plain ``python`` process: world size 1, no process group.
 
 The backend is nccl on CUDA and gloo on CPU. A second, gloo group carries the small host-side
@@ -89,8 +91,8 @@ def detect_dist_env(env: Mapping[str, str] | None = None) -> DistInfo:
             rank=int(env["SLURM_PROCID"]),
             world_size=int(ntasks),
             local_rank=int(env.get("SLURM_LOCALID", 0)),
-            master_addr=slurm_master_addr(env["SLURM_JOB_NODELIST"]) if "SLURM_JOB_NODELIST" in env else "127.0.0.1",
-            master_port=slurm_master_port(env.get("SLURM_JOB_ID", 0)),
+            master_addr=env.get("MASTER_ADDR") or slurm_master_addr(env.get("SLURM_JOB_NODELIST", "localhost")),
+            master_port=int(env.get("MASTER_PORT") or slurm_master_port(env.get("SLURM_JOB_ID", 0))),
             launcher="slurm",
         )
     return DistInfo()
