@@ -102,6 +102,7 @@ my ($config, $max_jobs_run, $requeue, $max_requeue, $squeue_interval, $dry_run) 
 my @generic;   # [name, value] in command-line order
 while (@ARGV && $ARGV[0] =~ /^--/) {
     my $opt = shift @ARGV;
+    if ($opt eq '--help') { print STDERR $usage; exit 0; }
     my $value;
     if ($opt =~ /^(--[^=]+)=(.*)$/) { ($opt, $value) = ($1, $2); }
     else {

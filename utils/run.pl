@@ -62,6 +62,7 @@ sub now { return POSIX::strftime('%a %b %e %H:%M:%S %Z %Y', localtime); }
 my $max_jobs_run = num_cpus();
 while (@ARGV && $ARGV[0] =~ /^--/) {
     my $opt = shift @ARGV;
+    if ($opt eq '--help') { print STDERR $usage; exit 0; }
     my $value;
     if ($opt =~ /^(--[^=]+)=(.*)$/) {
         ($opt, $value) = ($1, $2);
