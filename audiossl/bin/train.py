@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as e:
         logger.warning("%s; exiting with code %d (re-run the same command to resume)", e, EXIT_REQUEUE)
         return EXIT_REQUEUE
-    except NonFiniteLossError as e:
+    except (NonFiniteLossError, FileNotFoundError) as e:
         logger.error("%s", e)
         return 1
     if result.model_path is not None:

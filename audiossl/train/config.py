@@ -63,7 +63,7 @@ class OptimConfig:
     weight_decay: float = 0.01
     decay_norm_and_bias: bool = False  # False: 1-D parameters and biases get no weight decay
     warmup_updates: int = 0  # LR rises linearly from 0 to lr over these updates
-    max_updates: int = 1000  # training length; cosine reaches min_lr here
+    max_updates: int = 1000  # training length; cosine reaches min_lr here; 0: validate and export only
     min_lr: float = 0.0
     layer_decay: float = 1.0  # layer-wise LR decay: lr x layer_decay^(num_layers + 1 - layer_id)
     clip_norm: float = 0.0  # gradient clipping by global norm; 0: no clipping (the norm is still logged)
@@ -413,7 +413,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (d.norm_std is None or d.norm_std > 0, "data.norm_std", "must be > 0"),
         ((d.norm_mean is None) == (d.norm_std is None), "data.norm_mean", "and data.norm_std must be set together"),
         (o.lr >= 0, "optim.lr", "must be >= 0"),
-        (o.max_updates >= 1, "optim.max_updates", "must be >= 1"),
+        (o.max_updates >= 0, "optim.max_updates", "must be >= 0 (0: only validate and write model.pt)"),
         (0 <= o.warmup_updates <= o.max_updates, "optim.warmup_updates", "must be in [0, optim.max_updates]"),
         (0 <= o.min_lr <= o.lr, "optim.min_lr", "must be in [0, optim.lr]"),
         (0 < o.layer_decay <= 1, "optim.layer_decay", "must be in (0, 1]"),

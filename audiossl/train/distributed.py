@@ -163,6 +163,14 @@ class DistContext:
         dist.gather_object(obj, out, dst=0, group=self.control_group)
         return out
 
+    def all_gather_objects(self, obj: Any) -> list[Any]:
+        """Every rank's ``obj`` on every rank (a list by rank); host-side (gloo)."""
+        if not self.info.distributed:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj, group=self.control_group)
+        return out
+
     def broadcast_object(self, obj: Any) -> Any:
         """Rank 0's ``obj`` on every rank."""
         if not self.info.distributed:

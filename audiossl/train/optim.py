@@ -76,10 +76,10 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
 def lr_at(n: int, cfg: OptimConfig) -> float:
     """The peak-scaled learning rate of the n-th update (n = 1..max_updates; see module docstring)."""
     warmup, total = cfg.warmup_updates, cfg.max_updates
-    n = min(max(n, 1), total)
+    n = min(max(n, 1), max(total, 1))
     if warmup > 0 and n <= warmup:
         return cfg.lr * n / warmup
-    if total == warmup:
+    if total <= warmup:
         return cfg.lr
     progress = (n - warmup) / (total - warmup)
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))

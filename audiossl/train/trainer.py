@@ -241,9 +241,17 @@ class Trainer:
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         logger.info("model: task %s, %s, %.3fM parameters (%.3fM trainable)", cfg.task, type(model).__name__, n_params / 1e6, n_train / 1e6)
         self.ema = WeightEMA(model, cfg.trainer.ema_decay) if cfg.trainer.ema_decay > 0 else None
-        self.optimizer = build_optimizer(model, cfg.optim, self.device)
-        self.scheduler = WarmupCosineScheduler(self.optimizer, cfg.optim)
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler: WarmupCosineScheduler | None = None
+        if self.params:
+            self.optimizer = build_optimizer(model, cfg.optim, self.device)
+            self.scheduler = WarmupCosineScheduler(self.optimizer, cfg.optim)
+        elif cfg.optim.max_updates > 0:
+            raise ValueError(
+                f"task {cfg.task!r}: the model has no trainable parameters; set optim.max_updates 0 to only "
+                "validate it and write model.pt"
+            )
 
     def _wrap_model(self) -> None:
         self.ddp = None
@@ -272,11 +280,12 @@ class Trainer:
             return
         ckpt = load_checkpoint(self.last_path)
         self.raw_model.load_state_dict(ckpt["model"])
-        fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        for g, settings in zip(self.optimizer.param_groups, fresh):
-            g.update(settings)  # the config's weight decay / layer scales win over the saved ones
-        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.optimizer is not None and ckpt.get("optimizer") is not None:
+            fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            for g, settings in zip(self.optimizer.param_groups, fresh):
+                g.update(settings)  # the config's weight decay / layer scales win over the saved ones
+            self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.ema is not None:
             if ckpt.get("ema") is not None:
                 self.ema.load_state_dict(ckpt["ema"])
@@ -329,8 +338,8 @@ class Trainer:
         if self.is_main:
             state = {
                 "model": self.raw_model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+                "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": None,  # bf16 autocast needs no gradient scaler
                 "ema": self.ema.state_dict() if self.ema is not None else None,
                 "sampler": {"epoch": self.epoch, "position": self.position},
@@ -434,7 +443,7 @@ class Trainer:
         batches = self._micro_batches()
         self.raw_model.train()
         sums: dict[str, torch.Tensor] = {}
-        n_micro = 0
+        counts: dict[str, int] = {}  # micro-batches that reported each stat
         clips = 0
         gnorm_sum = torch.zeros((), device=self.device)
         t0, u0 = time.perf_counter(), self.num_updates
@@ -455,7 +464,7 @@ class Trainer:
                 for name, v in stats.items():
                     v = torch.as_tensor(v, device=self.device).detach().float()
                     sums[name] = sums[name] + v if name in sums else v
-                n_micro += 1
+                    counts[name] = counts.get(name, 0) + 1
                 clips += int(batch["feats"].shape[0])
             grads = [p.grad for p in self.params if p.grad is not None]
             gnorm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
@@ -479,8 +488,8 @@ class Trainer:
             if n % t.log_interval == 0 or n == max_updates:
                 self._check_finite()
                 dt = time.perf_counter() - t0
-                self._log_train(sums, n_micro, gnorm_sum / max(n - u0, 1), lr, n - u0, clips, dt)
-                sums, n_micro, clips = {}, 0, 0
+                self._log_train(sums, counts, gnorm_sum / max(n - u0, 1), lr, n - u0, clips, dt)
+                sums, counts, clips = {}, {}, 0
                 gnorm_sum = torch.zeros((), device=self.device)
                 t0, u0 = time.perf_counter(), n
             if self.valid_loader is not None and n % t.valid_interval == 0:
@@ -494,23 +503,32 @@ class Trainer:
                     (self.out / INTERRUPTED_MARKER).write_text(f"{n}\n")
                 raise TrainingInterrupted(n, self._stop_signal or signal.SIGTERM)
 
-    def _log_train(self, sums, n_micro, gnorm, lr, n_updates, clips, dt) -> None:
-        names = sorted(sums)
-        vec = torch.stack([sums[k] / max(n_micro, 1) for k in names] + [gnorm.float()])
+    def _log_train(self, sums, counts, gnorm, lr, n_updates, clips, dt) -> None:
+        # Stats are averaged over micro-batches and ranks; a stat some rank did not report this
+        # interval counts only where it was reported (the name sets are exchanged host-side).
+        names = sorted(set().union(*self.dist.all_gather_objects(sorted(sums))))
+        zero = torch.zeros((), device=self.device)
+        vec = torch.stack(
+            [sums.get(k, zero) for k in names]
+            + [torch.tensor(float(counts.get(k, 0)), device=self.device) for k in names]
+            + [gnorm.float()]
+        )
         self.dist.all_reduce_sum(vec)
-        vals = (vec / self.dist.world_size).tolist()
-        stats = dict(zip(names, vals[:-1]))
+        vals = vec.tolist()
+        k = len(names)
+        stats = {name: vals[i] / max(vals[k + i], 1.0) for i, name in enumerate(names)}
+        grad_norm = vals[-1] / self.dist.world_size
         ups = n_updates / dt if dt > 0 else float("nan")
         cps = clips * self.dist.world_size / dt if dt > 0 else float("nan")
         eta = (self.cfg.optim.max_updates - self.num_updates) / ups if ups > 0 else float("inf")
         logger.info(
             "update %d/%d epoch %d | %s | lr %.3e gnorm %.3f | %.2f updates/s %.1f clips/s | eta %s",
             self.num_updates, self.cfg.optim.max_updates, self.epoch + 1,
-            " ".join(f"{k} {v:.4f}" for k, v in stats.items()), lr, vals[-1], ups, cps, format_duration(eta),
+            " ".join(f"{k} {v:.4f}" for k, v in stats.items()), lr, grad_norm, ups, cps, format_duration(eta),
         )
         if self.writer is not None:
             self.writer.write("train", self.num_updates, self.epoch + 1,
-                              {**stats, "lr": lr, "grad_norm": vals[-1], "updates_per_s": ups, "clips_per_s": cps})
+                              {**stats, "lr": lr, "grad_norm": grad_norm, "updates_per_s": ups, "clips_per_s": cps})
 
     # ----------------------------------------------------------------------------------------
     # Validation

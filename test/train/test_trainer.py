@@ -142,3 +142,22 @@ def test_bad_best_metric_is_named(data):
     cfg = config_from_dict(toy_config(data, trainer={"best_metric": "mAPP", "valid_interval": 2}))
     with pytest.raises(KeyError, match="mAPP"):
         train(cfg, data / "exp", device="cpu")
+
+
+def test_max_updates_0_validates_and_exports(data, monkeypatch):
+    from audiossl.tasks.toy import ToyClassifierTask
+
+    real_build = ToyClassifierTask.build_model.__func__
+
+    def frozen(cls, model_cfg, data_info):
+        model = real_build(cls, model_cfg, data_info)
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model
+
+    monkeypatch.setattr(ToyClassifierTask, "build_model", classmethod(frozen))
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        train(config_from_dict(toy_config(data)), data / "bad", device="cpu")
+    result = train(config_from_dict(toy_config(data, optim={"max_updates": 0, "warmup_updates": 0})), data / "exp", device="cpu")
+    assert result.num_updates == 0 and "loss" in result.last_valid
+    assert load_model(data / "exp" / "model.pt")["task"] == "toy_classifier"
