@@ -35,16 +35,27 @@ def data(tmp_path):
     return tmp_path
 
 
-def resume_config(tmp):
-    # dropout (torch RNG), random crops (sampler seeds), accumulation, EMA and validation all have
-    # to be restored for the resumed run to match: 24 clips / (4 x 2) = 3 updates per epoch.
-    return config_from_dict(toy_config(
+RESUME_VARIANTS = {
+    # random crops: 24 clips / (4 x 2) = 3 updates per epoch
+    "crops": {"data": {"crop": "random", "target_frames": 40}},
+    # label-balanced draws with replacement, whole clips padded per batch, length-aware batches
+    "weighted": {"data": {"target_frames": None, "weighted_sampler": True, "samples_per_epoch": 24},
+                 "model": {"loss": "bce"}},
+}
+
+
+def resume_config(tmp, variant):
+    # dropout (torch RNG), the sampler, accumulation, EMA and validation all have to be restored
+    # for the resumed run to match the straight one
+    raw = toy_config(
         tmp,
         model={"dropout": 0.3},
-        data={"crop": "random", "target_frames": 40},
         optim={"accum_grad": 2, "max_updates": 10, "warmup_updates": 3, "clip_norm": 1.0},
         trainer={"ema_decay": 0.9, "save_interval": 3, "valid_interval": 3, "log_interval": 1},
-    ))
+    )
+    for section, values in RESUME_VARIANTS[variant].items():
+        raw[section].update(values)
+    return config_from_dict(raw)
 
 
 def train_losses(exp: Path) -> dict[int, float]:
@@ -52,8 +63,9 @@ def train_losses(exp: Path) -> dict[int, float]:
     return {r["update"]: r["loss"] for r in lines if r["split"] == "train"}
 
 
-def test_resume_mid_epoch_is_exact(data, monkeypatch):
-    cfg = resume_config(data)
+@pytest.mark.parametrize("variant", sorted(RESUME_VARIANTS))
+def test_resume_mid_epoch_is_exact(data, monkeypatch, variant):
+    cfg = resume_config(data, variant)
     straight = train(cfg, data / "exp_straight", device="cpu")
     assert straight.num_updates == 10
 
@@ -161,3 +173,16 @@ def test_max_updates_0_validates_and_exports(data, monkeypatch):
     result = train(config_from_dict(toy_config(data, optim={"max_updates": 0, "warmup_updates": 0})), data / "exp", device="cpu")
     assert result.num_updates == 0 and "loss" in result.last_valid
     assert load_model(data / "exp" / "model.pt")["task"] == "toy_classifier"
+
+
+def test_sigusr1_also_stops_cleanly(data, monkeypatch):
+    def stop_at_2(self, num_updates):
+        if num_updates == 2:
+            signal.raise_signal(signal.SIGUSR1)
+
+    monkeypatch.setattr(ToyClassifier, "after_optimizer_step", stop_at_2)
+    with pytest.raises(TrainingInterrupted) as e:
+        train(config_from_dict(toy_config(data)), data / "exp", device="cpu")
+    assert e.value.signum == signal.SIGUSR1 and e.value.num_updates == 2
+    assert load_checkpoint(data / "exp" / "checkpoint_last.pt")["num_updates"] == 2
+    assert (data / "exp" / ".interrupted").read_text() == "2\n"
