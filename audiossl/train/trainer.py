@@ -46,7 +46,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from audiossl.data.dataset import Collator, FeatsDataset, resolve_norm
+from audiossl.data.dataset import Collator, FeatsDataset, read_labels_txt, resolve_norm
 from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights
 from audiossl.tasks.abs_task import AbsTrainModel, get_task
 from audiossl.train.checkpoint import (
@@ -94,14 +94,18 @@ class TrainResult:
 
 
 def select_device(device: str, local_rank: int = 0) -> torch.device:
-    """"auto": CUDA (this process's local rank) when available, else CPU; "cpu"; "cuda"."""
+    """"auto": CUDA when available, else CPU; "cpu"; "cuda". The GPU is the one of this process's
+    local rank, or the only one visible (a scheduler that gives each task its own GPU)."""
     assert device in ("auto", "cpu", "cuda"), f"device must be auto, cpu or cuda, got {device!r}"
     if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
     if not torch.cuda.is_available():
         raise RuntimeError("device cuda asked for, but torch sees no GPU; use --ngpu 0 to train on CPU")
-    if local_rank >= torch.cuda.device_count():
-        raise RuntimeError(f"local rank {local_rank} has no GPU: only {torch.cuda.device_count()} visible")
+    count = torch.cuda.device_count()
+    if count == 1:  # e.g. Slurm --gpus-per-task: each task sees only its own GPU
+        return torch.device("cuda", 0)
+    if local_rank >= count:
+        raise RuntimeError(f"local rank {local_rank} has no GPU: only {count} visible; start at most {count} processes per node")
     return torch.device("cuda", local_rank)
 
 
@@ -196,8 +200,6 @@ class Trainer:
                                           label_names=self.train_set.label_names or None)
             valid_labels = Path(d.valid) / "labels.txt"
             if self.train_set.label_names and valid_labels.is_file():
-                from audiossl.data.dataset import read_labels_txt
-
                 if read_labels_txt(valid_labels) != self.train_set.label_names:
                     raise ValueError(f"{valid_labels} differs from {Path(d.train) / 'labels.txt'}: both sets must share one label list")
             vsampler = DistributedBatchSampler(
