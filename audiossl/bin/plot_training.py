@@ -23,7 +23,9 @@ logger = logging.getLogger("audiossl.bin.plot_training")
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description="Plot training curves of an experiment dir to PNG files.")
+    parser = argparse.ArgumentParser(
+        prog="python -m audiossl.bin.plot_training", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("exp_dir", help="experiment dir with metrics.jsonl or tensorboard/")
     parser.add_argument("--out", default=None, help="output dir for the PNG files (default: <exp_dir>/plots)")
     return parser

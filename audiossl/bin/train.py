@@ -7,7 +7,7 @@ Usage:
 e.g.:
     python -m audiossl.bin.train --config conf/train_toy.yaml --output-dir exp/toy --optim.lr 1e-3
     python -m audiossl.bin.train --config conf/eat_pretrain.yaml --output-dir exp/eat_pretrain --ngpu 4
-    utils/queue.pl --num-tasks 2 exp/x/log srun python -m audiossl.bin.train --config ... --output-dir exp/x
+    utils/queue.pl --num-tasks 2 exp/x/log/train.log srun python -m audiossl.bin.train --config ... --output-dir exp/x
 
 Writes exp/<tag>/{config.yaml, train.log, metrics.jsonl, tensorboard/, checkpoint_last.pt,
 checkpoints/, model.pt}. One optimiser update sees batch_size x processes x accum_grad clips.
@@ -43,16 +43,17 @@ logger = logging.getLogger("audiossl.bin.train")
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        description="Train a model from a YAML config; any --section.key value overrides the config "
-        "(e.g. --optim.lr 1e-4 --data.batch_size 16). Re-running the same command resumes.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="python -m audiossl.bin.train",
+        allow_abbrev=False,
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", required=True, help="training config YAML (task, model, data, optim, trainer)")
     parser.add_argument("--output-dir", required=True, help="experiment dir, e.g. exp/<tag>")
     parser.add_argument("--ngpu", type=int, default=None,
                         help="GPUs on this node: 0 = CPU, 1 = one GPU, N > 1 starts N processes (NCCL); default: "
                              "one GPU if there is one, else CPU")
-    parser.add_argument("--nproc", type=int, default=1, help="CPU training processes (gloo DDP) when not using GPUs")
+    parser.add_argument("--nproc", type=int, default=1, help="CPU training processes (gloo DDP) when not using GPUs [1]")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                         help="device of this process (set by the launcher for its workers; normally leave it)")
     return parser

@@ -281,7 +281,13 @@ class Trainer:
         if not self.last_path.is_file():
             return
         ckpt = load_checkpoint(self.last_path)
-        self.raw_model.load_state_dict(ckpt["model"])
+        try:
+            self.raw_model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"{self.last_path} does not fit the model built from this config ({e}); resume with the config "
+                "it was trained with, or train into a new --output-dir"
+            ) from None
         if self.optimizer is not None and ckpt.get("optimizer") is not None:
             fresh = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
             self.optimizer.load_state_dict(ckpt["optimizer"])
