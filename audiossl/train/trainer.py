@@ -303,6 +303,10 @@ class Trainer:
         self.num_updates = int(ckpt["num_updates"])
         self.epoch = int(ckpt["sampler"]["epoch"])
         self.position = int(ckpt["sampler"]["position"])
+        clips = ckpt["sampler"].get("clips")
+        if clips is not None and clips != self.position * self.sampler.global_batch:
+            # another batch_size x world size: go on after the clips of the epoch already seen
+            self.position = min(int(clips) // self.sampler.global_batch, self.sampler.batches_per_epoch)
         self.best = list(ckpt.get("best", []))
         self.last_valid_update = int(ckpt.get("last_valid_update", -1))
         self.last_valid = dict(ckpt.get("last_valid", {}))
@@ -350,7 +354,8 @@ class Trainer:
                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
                 "scaler": None,  # bf16 autocast needs no gradient scaler
                 "ema": self.ema.state_dict() if self.ema is not None else None,
-                "sampler": {"epoch": self.epoch, "position": self.position},
+                "sampler": {"epoch": self.epoch, "position": self.position,
+                            "clips": self.position * self.sampler.global_batch},
                 "rng": rngs,
                 "num_updates": self.num_updates,
                 "epoch": self.epoch,
