@@ -126,6 +126,7 @@ def test_kept_and_masked_indices():
     mask = inverse_block_mask(6, (8, 8), generator=_gen(9))
     keep, hide = kept_indices(mask), masked_indices(mask)
     assert keep.shape == (6, 12) and hide.shape == (6, 52)
+    assert torch.equal(kept_indices(mask, 12), keep) and torch.equal(masked_indices(mask, 52), hide)
     assert torch.all(keep[:, 1:] > keep[:, :-1]) and torch.all(hide[:, 1:] > hide[:, :-1])
     assert not mask.gather(1, keep).any() and mask.gather(1, hide).all()
     with pytest.raises(AssertionError, match="same number"):

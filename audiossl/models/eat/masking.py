@@ -95,17 +95,20 @@ def inverse_block_mask(
     return masked
 
 
-def kept_indices(mask: torch.Tensor) -> torch.Tensor:
+def kept_indices(mask: torch.Tensor, num_keep: int | None = None) -> torch.Tensor:
     """(B, N) bool mask with the same count of False per row -> (B, K) indices of the False
-    (visible) entries in ascending order, the student's token order."""
-    B, N = mask.shape
-    counts = (~mask).sum(dim=1)
-    K = int(counts[0])
-    assert bool((counts == K).all()), "every row of the mask must keep the same number of patches"
+    (visible) entries in ascending order, the student's token order.
+
+    ``num_keep``: K when the caller knows it (no device-to-host sync); None counts and checks it.
+    """
+    if num_keep is None:
+        counts = (~mask).sum(dim=1)
+        num_keep = int(counts[0])
+        assert bool((counts == num_keep).all()), "every row of the mask must keep the same number of patches"
     # A stable sort of the mask puts the False entries first, in their original order.
-    return torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :K]
+    return torch.sort(mask.to(torch.uint8), dim=1, stable=True).indices[:, :num_keep]
 
 
-def masked_indices(mask: torch.Tensor) -> torch.Tensor:
+def masked_indices(mask: torch.Tensor, num_masked: int | None = None) -> torch.Tensor:
     """(B, N) bool mask -> (B, N - K) indices of the True (masked) entries in ascending order."""
-    return kept_indices(~mask)
+    return kept_indices(~mask, num_masked)

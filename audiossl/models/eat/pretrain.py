@@ -29,7 +29,7 @@ import torch
 
 from audiossl.models.eat.decoder import EATDecoder, decoder_input
 from audiossl.models.eat.encoder import EATEncoder, EATEncoderConfig
-from audiossl.models.eat.masking import inverse_block_mask, kept_indices, masked_indices
+from audiossl.models.eat.masking import inverse_block_mask, kept_indices, masked_indices, num_kept_patches
 from audiossl.models.eat.targets import LOSS_SCALES, eat_loss, ema_decay_at, make_targets, mean_channel_std
 from audiossl.tasks.abs_task import AbsTrainModel
 from audiossl.train.ema import ema_update_
@@ -120,6 +120,12 @@ class EATPretrainModel(AbsTrainModel):
         return make_targets([f[:, 1:] for f in ffns], self.cfg.average_top_k_layers)
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], int]:
+        """One pre-training step on ``batch["feats"]`` (B, T, F); returns (loss, stats, B).
+
+        ``batch["padding_mask"]`` is not used: as in the official model (fixed-length inputs,
+        zero-padded before normalisation), padded patches are encoded, masked and predicted like the
+        others. Masks and decoder noise come from the default generator of the feature device.
+        """
         feats = batch["feats"]
         B, T, F_ = feats.shape
         C = self.cfg.clone_batch
@@ -132,8 +138,9 @@ class EATPretrainModel(AbsTrainModel):
             B * C, grid, self.cfg.mask_prob, self.cfg.mask_prob_adjust, self.cfg.mask_length,
             device=feats.device,
         )  # (B * C, N), True = masked; clone c of clip b is row b * C + c
-        keep_ids = kept_indices(mask)  # (B * C, K)
-        mask_ids = masked_indices(mask)  # (B * C, M)
+        K = num_kept_patches(N, self.cfg.mask_prob)
+        keep_ids = kept_indices(mask, K)  # (B * C, K)
+        mask_ids = masked_indices(mask, N - K)  # (B * C, M)
         clip = torch.arange(B, device=feats.device).repeat_interleave(C)[:, None]  # (B * C, 1)
 
         x = self.encoder.embed_patches(feats)  # (B, N, D), computed once per clip
@@ -152,16 +159,17 @@ class EATPretrainModel(AbsTrainModel):
             "loss": loss.detach(),
             "loss_frame": frame.detach(),
             "loss_utt": utt.detach(),
-            "ema_decay": self._decay_tensor(int(self.num_updates), feats.device),
+            "ema_decay": self._current_decay(),
             "target_var": mean_channel_std(frame_target),
             "pred_var": mean_channel_std(frame_pred.detach()),
         }
         return loss, stats, B
 
-    def _decay_tensor(self, num_updates: int, device: torch.device) -> torch.Tensor:
+    def _current_decay(self) -> torch.Tensor:
+        """ema_decay_at(num_updates) as a device tensor (no host sync in the training step)."""
         cfg = self.cfg
-        decay = ema_decay_at(num_updates, cfg.ema_decay, cfg.ema_end_decay, cfg.ema_anneal_end_step)
-        return torch.tensor(decay, dtype=torch.float32, device=device)
+        done = (self.num_updates.float() / max(cfg.ema_anneal_end_step, 1)).clamp(max=1.0)
+        return cfg.ema_end_decay - (cfg.ema_end_decay - cfg.ema_decay) * (1.0 - done)
 
     # --- trainer hooks ----------------------------------------------------------------------
     @torch.no_grad()
