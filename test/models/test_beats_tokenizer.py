@@ -202,3 +202,28 @@ def test_tasks_explain_missing_paths():
     untrained = BeatsTokenizerTask.build_tokenizer(TokenizerConfig(kind="distilled", encoder=dict(TINY)))
     with pytest.raises(RuntimeError, match="never initialised"):
         untrained.tokenize(torch.randn(1, 32, 128))
+
+
+# --- two processes (gloo) ----------------------------------------------------------------------
+def _ddp_worker(rank, world, init_file, out_dir):
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(100 + rank)  # each rank would pick different k-means seeds on its own
+    _, data = clustered(num_clusters=6, per=20, dim=8, seed=rank)  # different data per rank
+    q = NormEMAQuantizer(num_codes=6, dim=8, decay=0.8).train()
+    q(data[None])  # k-means on rank 0's batch, broadcast; then one all-reduced EMA step
+    torch.save({"codebook": q.codebook.clone(), "cluster_size": q.cluster_size.clone()}, f"{out_dir}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_ddp_codebook_is_identical_on_every_rank_and_uses_all_data(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert torch.equal(r0["codebook"], r1["codebook"])
+    # the usage counts are the sum over both ranks: 2 x 120 vectors, (1 - decay) of them after one step
+    assert r0["cluster_size"].sum().item() == pytest.approx(0.2 * 240)
+    assert torch.equal(r0["cluster_size"], r1["cluster_size"])
