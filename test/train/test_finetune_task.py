@@ -362,3 +362,93 @@ def test_background_noise_bank_and_crops(tmp_path):
     raw = lambda z: z.double() * 2 * std + mean  # noqa: E731
     added = (raw(out).exp().mean((1, 2)) - raw(feats).exp().mean((1, 2))) / raw(feats).exp().mean((1, 2))
     torch.testing.assert_close(added, torch.full((6,), 10 ** -0.5, dtype=torch.float64), rtol=1e-3, atol=0)
+
+
+# --------------------------------------------------------------------------------------------
+# The real encoders and the checkpoint importers' "finetune" files
+# --------------------------------------------------------------------------------------------
+def _round_trip_through_official(tmp_path, model, cfg, module):
+    """Our fine-tuned model.pt -> the official layout -> import_official -> model.pt -> load_finetuned."""
+    from audiossl.tasks.finetune import _plain
+    from audiossl.train.checkpoint import load_model
+
+    save_model(tmp_path / "ft.pt", "finetune", {"task": "finetune", "model": _plain(cfg)}, model.state_dict(), model.export())
+    official = module.export_official(load_model(tmp_path / "ft.pt"))
+    torch.save(official, tmp_path / "official.pt")
+    imported = module.import_official(str(tmp_path / "official.pt"))
+    assert imported.task == "finetune"
+    save_model(tmp_path / "imported.pt", imported.task, {"model": imported.model_config}, imported.state_dict, imported.extra)
+    return load_finetuned(tmp_path / "imported.pt")
+
+
+def test_real_eat_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
+    from audiossl.models.eat import checkpoint as eat_checkpoint
+    from audiossl.tasks.finetune import _plain
+    from audiossl.train.config import dataclass_from_dict
+
+    eat = get_task("eat_pretrain")
+    mc = dataclass_from_dict(eat.ModelConfig, {
+        "embed_dim": 32, "depth": 2, "num_heads": 2, "max_time_patches": 8, "clone_batch": 2,
+        "average_top_k_layers": 2, "decoder_dim": 32, "decoder_layers": 1, "decoder_groups": 4}, "model")
+    torch.manual_seed(0)
+    pre = eat.build_model(mc, DataInfo(0, 128, []))
+    save_model(tmp_path / "pre.pt", "eat_pretrain", {"task": "eat_pretrain", "model": _plain(mc)}, pre.state_dict())
+    cfg = FinetuneConfig(init=str(tmp_path / "pre.pt"), pooling="cls", head_norm=True, drop_path=0.1, head_init_std=0.02,
+                         loss="bce", mixup_alpha=0.8, specaug_mask_ratio=0.2, roll=True, gain=True, aug_norm_std=4.569)
+    model = get_task("finetune").build_model(cfg, DataInfo(5, 128, list("abcde")))
+    for k, v in model.encoder.state_dict().items():
+        assert torch.equal(v, pre.state_dict()[f"encoder.{k}"]), k
+    assert model.encoder.blocks[-1].drop_path.p == pytest.approx(0.1)
+    b = {"feats": torch.randn(4, 64, 128), "padding_mask": torch.zeros(4, 64, dtype=torch.bool), "targets": torch.eye(5)[:4]}
+    model.train()
+    loss, _, _ = model(b)
+    loss.backward()
+    assert model.encoder.patch_embed.proj.weight.grad is not None
+    model.eval()
+    again = _round_trip_through_official(tmp_path, model, cfg, eat_checkpoint)
+    torch.testing.assert_close(again.predict(b), model.predict(b))
+
+
+def test_real_beats_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
+    from audiossl.models.beats import checkpoint as beats_checkpoint
+    from audiossl.tasks.finetune import _plain
+    from audiossl.train.config import dataclass_from_dict
+
+    beats = get_task("beats_ssl")
+    mc = dataclass_from_dict(beats.ModelConfig, {"encoder": {
+        "encoder_layers": 2, "encoder_embed_dim": 32, "encoder_ffn_embed_dim": 64, "encoder_attention_heads": 2,
+        "embed_dim": 16, "conv_pos": 16, "conv_pos_groups": 4, "num_buckets": 32, "max_distance": 64}}, "model")
+    torch.manual_seed(0)
+    encoder = beats.build_encoder(mc)
+    save_model(tmp_path / "pre.pt", "beats_ssl", {"task": "beats_ssl", "model": _plain(mc)},
+               {f"encoder.{k}": v for k, v in encoder.state_dict().items()})
+    cfg = FinetuneConfig(init=str(tmp_path / "pre.pt"), pooling="mean", head_init_std=0.02,
+                         encoder_overrides={"encoder.dropout": 0.0, "encoder.attention_dropout": 0.0})
+    model = get_task("finetune").build_model(cfg, DataInfo(5, 128, list("abcde")))
+    assert cfg.encoder["encoder"]["dropout"] == 0.0 and model.find_unused_parameters  # layer drop 0.05
+    with pytest.raises(ValueError, match="no drop_path_rate"):
+        get_task("finetune").build_model(FinetuneConfig(init=str(tmp_path / "pre.pt"), drop_path=0.1), DataInfo(5, 128, list("abcde")))
+    b = {"feats": torch.randn(3, 80, 128), "padding_mask": torch.zeros(3, 80, dtype=torch.bool), "targets": torch.eye(5)[:3]}
+    b["padding_mask"][1, 50:] = True
+    model.train()
+    loss, _, _ = model(b)
+    loss.backward()
+    model.eval()
+    again = _round_trip_through_official(tmp_path, model, cfg, beats_checkpoint)
+    torch.testing.assert_close(again.predict(b), model.predict(b))
+    assert again.pooling == "mean"
+
+
+def test_every_finetune_config_loads(repo_root):
+    from audiossl.train.config import load_config
+
+    paths = sorted(repo_root.glob("egs/*/conf/finetune*.yaml"))
+    assert len(paths) >= 10, paths
+    for path in paths:
+        cfg = load_config(path)
+        assert cfg.task == "finetune", path
+        eat = path.stem.endswith("_eat")
+        assert cfg.model.pooling == ("cls" if eat else "mean"), path
+        assert cfg.model.head_norm == eat, path
+        if cfg.model.gain:  # gain works in raw log-mel power: it needs the data normalisation
+            assert (cfg.model.aug_norm_mean, cfg.model.aug_norm_std) == (cfg.data.norm_mean, cfg.data.norm_std), path
