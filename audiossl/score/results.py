@@ -219,6 +219,7 @@ class ResultRow:
     exp_dir: Path
     score_dir: Path
     config: dict[str, Any] = field(default_factory=dict)
+    config_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
 
     @property
@@ -254,8 +255,14 @@ def collect_results(exp_root: str | Path) -> list[ResultRow]:
             metrics = json.loads((d / "metrics.json").read_text())
             if "mAP" not in metrics and "acc" not in metrics:
                 continue  # scored without labels
+            row_config, config_path = config, exp_dir / "config.yaml" if config else None
+            if not row_config and metrics.get("kind") == "cv" and metrics.get("folds"):
+                # A CV average has no config of its own: its first fold's experiment describes it.
+                fold_exp = Path(metrics["folds"][0]).parent.parent
+                if (fold_exp / "config.yaml").is_file():
+                    row_config, config_path = _load_yaml(fold_exp / "config.yaml"), fold_exp / "config.yaml"
             test_set = "cv" if d == exp_dir else d.name
-            rows.append(ResultRow(exp_dir.name, test_set, metrics, exp_dir, d, config))
+            rows.append(ResultRow(exp_dir.name, test_set, metrics, exp_dir, d, row_config, config_path))
     return rows
 
 
@@ -336,7 +343,7 @@ def render_results_md(rows: list[ResultRow], recipe: str, root: str | Path, comm
             if bench and paper_row:
                 value = next(p.numbers.get(bench) for p in PAPER_RESULTS if p.model == paper_row)
                 paper = f"{value} ({paper_row})" if value is not None else "-"
-            config_path = rel(r.exp_dir / "config.yaml") if (r.exp_dir / "config.yaml").is_file() else "-"
+            config_path = rel(r.config_path) if r.config_path is not None else "-"
             init = model.get("init") or "-"
             d_prime = m.get("d_prime")
             out.append(

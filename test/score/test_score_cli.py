@@ -193,6 +193,9 @@ def test_make_results_writes_results_md_and_plots(recipe, monkeypatch):
     if not (out / "metrics.json").is_file():
         score_cli.main(["--model", "exp/finetune_tiny/model.pt", "--data", "dump/test", "--out", str(out)])
     fold_dir(recipe / "exp" / "finetune_tiny_fold1" / "scores" / "test", 4, 1)
+    (recipe / "exp" / "finetune_tiny_fold1" / "config.yaml").write_text(
+        "task: finetune\nmodel: {init: ../audioset/exp/eat_pretrain/model.pt, encoder_task: eat_pretrain}\n"
+        "data: {train: dump/fbank_eat/fold1/train}\n")
     fold_dir(recipe / "exp" / "finetune_tiny_fold2" / "scores" / "test", 2, 2)
     score_cli.main(["--cv", "exp/finetune_tiny_fold1/scores/test", "exp/finetune_tiny_fold2/scores/test",
                     "--out", "exp/finetune_tiny_cv"])
@@ -204,6 +207,9 @@ def test_make_results_writes_results_md_and_plots(recipe, monkeypatch):
     assert "`exp/finetune_tiny/config.yaml`" in row and "exp/pretrain/model.pt" in row
     cv_row = next(ln for ln in text.splitlines() if ln.startswith("| finetune_tiny_cv | cv |"))
     assert "75.00 ± 35.36 (2 folds)" in cv_row
+    # The CV average takes its provenance from its first fold; an EAT encoder is compared with EAT's number.
+    assert "96.0 (EAT-base (10 epochs))" in cv_row and "`exp/finetune_tiny_fold1/config.yaml`" in cv_row
+    assert "`../audioset/exp/eat_pretrain/model.pt`" in cv_row
     assert "| EAT-base (10 epochs) | 48.6 | 40.3 | 96.0 | 98.3 |" in text
     assert "| BEATs iter3 | 48.0 | 38.3 | 95.6 | 98.3 |" in text
     for name in ("per_class_ap_test.png", "confusion_test.png"):
