@@ -216,3 +216,13 @@ def test_make_results_writes_results_md_and_plots(recipe, monkeypatch):
         png = recipe / "exp" / "finetune_tiny" / "plots" / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"plots/{name}" in text
+
+
+def test_cli_help_and_usage_errors(capsys):
+    for cli in (score_cli, make_results_cli):
+        with pytest.raises(SystemExit) as done:
+            cli.main(["--help"])
+        assert done.value.code == 0
+        assert "Usage:" in capsys.readouterr().out
+    assert score_cli.main(["--out", "x"]) == 2  # neither --model/--data nor --cv
+    assert "give --model and --data" in capsys.readouterr().err
