@@ -118,6 +118,10 @@ def test_masked_accuracy_beats_chance_on_a_learnable_signal(tmp_path):
         majority = torch.bincount(labels.flatten()).max().item() / labels.numel()
         _, stats, _ = model(test)
     assert stats["acc"].item() > max(0.3, 3 * majority), (stats["acc"].item(), majority)
+    # validation draws the same masks every time: identical numbers for identical weights
+    with torch.no_grad():
+        _, again, _ = model(test)
+    assert torch.equal(stats["loss"], again["loss"]) and torch.equal(stats["acc"], again["acc"])
 
 
 def test_build_encoder_matches_the_saved_encoder_keys(tmp_path):

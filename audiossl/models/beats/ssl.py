@@ -32,6 +32,8 @@ from audiossl.tasks.abs_task import AbsTrainModel
 
 logger = logging.getLogger(__name__)
 
+EVAL_MASK_SEED = 0  # masks drawn in eval mode come from this seed (per batch)
+
 
 @dataclass
 class SSLConfig:
@@ -79,7 +81,8 @@ class SSLConfig:
 
 
 def random_token_mask(
-    batch_size: int, num_tokens: int, mask_ratio: float, token_mask: torch.Tensor | None, device
+    batch_size: int, num_tokens: int, mask_ratio: float, token_mask: torch.Tensor | None, device,
+    generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform random masking with the same number of visible tokens in every clip.
 
@@ -90,7 +93,7 @@ def random_token_mask(
     B, N = batch_size, num_tokens
     num_keep = N - int(N * mask_ratio)
     assert num_keep > 0, f"mask_ratio {mask_ratio} leaves no visible token out of {N}"
-    noise = torch.rand(B, N, device=device)
+    noise = torch.rand(B, N, device=device, generator=generator)
     if token_mask is not None:
         noise = noise + token_mask.to(noise.dtype)  # padded tokens sort last
     keep_idx = noise.argsort(dim=1)[:, :num_keep].sort(dim=1).values  # (B, K)
@@ -171,7 +174,10 @@ class BEATsSSLModel(AbsTrainModel):
             f"tokenizer gives labels {tuple(labels.shape)} but the encoder has {(B, N)} tokens: "
             "their patch grids must match (tokenizer patch_size == encoder input_patch_size)"
         )
-        keep_idx, masked = random_token_mask(B, N, self.mask_ratio, token_mask, x.device)
+        generator = None
+        if not self.training:  # validation: the same masks every time, so validations compare
+            generator = torch.Generator(device=x.device).manual_seed(EVAL_MASK_SEED)
+        keep_idx, masked = random_token_mask(B, N, self.mask_ratio, token_mask, x.device, generator)
         K = keep_idx.shape[1]
         visible = x.gather(1, keep_idx[:, :, None].expand(B, K, D))  # (B, K, D)
         visible_mask = None if token_mask is None else token_mask.gather(1, keep_idx)  # (B, K)
