@@ -148,9 +148,10 @@ train() {
     chmod +x "${expdir}/run.sh"
     local launch=(--ngpu "${ngpu}")
     [ "${ngpu}" -eq 0 ] && [ "${nproc}" -gt 1 ] && launch=(--nproc "${nproc}")
+    # The trainer writes ${expdir}/train.log itself (appending across resumes); the job log is apart.
     log "Training ${expdir} (log: ${expdir}/train.log)"
     # shellcheck disable=SC2086
-    ${train_cmd} --gpu "${ngpu}" "${expdir}/train.log" \
+    ${train_cmd} --gpu "${ngpu}" "${expdir}/log/train.log" \
         python3 -m audiossl.bin.train --config "${config}" --output-dir "${expdir}" "${launch[@]}" "$@"
     [ -f "${expdir}/model.pt" ] || { log "Error: ${expdir} finished without model.pt; see ${expdir}/train.log"; exit 1; }
 }
