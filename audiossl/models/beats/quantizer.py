@@ -129,6 +129,10 @@ class NormEMAQuantizer(nn.Module):
         self.dead_code_threshold = dead_code_threshold
         self.embedding = CodebookEMA(num_codes, dim, kmeans_init)
         self.register_buffer("cluster_size", torch.zeros(num_codes))  # EMA of assignments per batch
+        # Once the codebook is seen initialised it stays so: remember it on the host, so that the
+        # frozen tokenizer of an SSL step does not read a device flag (a host sync) every batch.
+        self._seen_initialised = False
+        self.register_load_state_dict_pre_hook(lambda module, *args: setattr(module, "_seen_initialised", False))
 
     @property
     def codebook(self) -> torch.Tensor:
@@ -137,7 +141,9 @@ class NormEMAQuantizer(nn.Module):
 
     @property
     def initialised(self) -> bool:
-        return bool(self.embedding.initted.item())
+        if not self._seen_initialised:
+            self._seen_initialised = bool(self.embedding.initted.item())
+        return self._seen_initialised
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for unit vectors z (..., d) (the official squared-distance form)."""

@@ -33,6 +33,7 @@ from audiossl.tasks.abs_task import AbsTrainModel
 logger = logging.getLogger(__name__)
 
 EVAL_MASK_SEED = 0  # masks drawn in eval mode come from this seed (per batch)
+IGNORE_LABEL = -100  # target of masked tokens that are padding (cross_entropy ignore_index)
 
 
 @dataclass
@@ -184,14 +185,26 @@ class BEATsSSLModel(AbsTrainModel):
         h, _ = self.encoder.encode_tokens(visible, visible_mask, positions=keep_idx)  # (B, K, D)
         h = self.predictor(h, keep_idx, N, token_mask)  # (B, N, D_pred)
 
-        target_mask = masked if token_mask is None else masked & ~token_mask  # (B, N)
-        logits = self.predictor.head(h[target_mask])  # (M, K_labels), only where the loss needs them
-        targets = labels[target_mask]  # (M,)
-        assert targets.numel() > 0, "no masked, non-padded token in this batch"
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
+        # The loss reads the M = N - K masked tokens of every clip by index, a count known on the host
+        # (a boolean mask would make the host wait for the device to count); padded ones are ignored.
+        M = N - K
+        mask_idx = torch.sort((~masked).to(torch.uint8), dim=1, stable=True).indices[:, :M]  # (B, M), ascending
+        targets = labels.gather(1, mask_idx)  # (B, M)
+        if token_mask is not None:
+            targets = targets.masked_fill(token_mask.gather(1, mask_idx), IGNORE_LABEL)
+        valid = targets != IGNORE_LABEL  # (B, M)
+        # checked without waiting: a RuntimeError on CPU, a device-side assert on CUDA
+        torch._assert_async(valid.any(), "no masked, non-padded token in this batch")
+        h = h.gather(1, mask_idx[:, :, None].expand(B, M, h.shape[-1]))  # (B, M, D_pred)
+        logits = self.predictor.head(h)  # (B, M, K_labels), only where the loss needs them
+        loss = F.cross_entropy(
+            logits.float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE_LABEL,
+            label_smoothing=self.label_smoothing,
+        )  # mean over the valid tokens
         with torch.no_grad():
-            acc = (logits.argmax(dim=-1) == targets).float().mean()
-        return loss, {"loss": loss.detach(), "acc": acc}, B
+            hits = (logits.argmax(dim=-1) == targets) & valid
+            acc = hits.sum() / valid.sum().clamp(min=1)
+        return loss, {"loss": loss.detach(), "acc": acc.float()}, B
 
     def no_weight_decay(self) -> set[str]:
         names = {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
