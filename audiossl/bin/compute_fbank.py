@@ -31,16 +31,10 @@ import torch
 from audiossl.data.audio import AudioError, iter_utterances, spec_path
 from audiossl.data.datadir import DataDirError, load_data_dir
 from audiossl.data.fbank import FBANK_KINDS, MIN_SAMPLES, SAMPLE_RATE, compute_fbank
+from audiossl.bin.common import str2bool, setup_logging
 
 logger = logging.getLogger("audiossl.bin.compute_fbank")
 
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def default_utt2num_frames(feats_scp: str) -> str:
@@ -72,9 +66,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-    )
+    setup_logging()
     logger.info("%s", " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])))
     torch.set_num_threads(args.num_threads)
     try:

@@ -20,6 +20,7 @@ from pathlib import Path
 import kaldiio
 
 from audiossl.data.fbank import StatsAccumulator, write_stats
+from audiossl.bin.common import setup_logging
 
 logger = logging.getLogger("audiossl.bin.compute_stats")
 
@@ -35,9 +36,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s"
-    )
+    setup_logging()
     if not Path(args.feats_scp).is_file():
         logger.error("%s: no such file; run the feature extraction first", args.feats_scp)
         return 1

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from audiossl.bin.common import setup_logging
 
 logger = logging.getLogger("audiossl.bin.export_checkpoint")
 
@@ -56,7 +57,7 @@ def model_family(model_pt: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from audiossl.train.checkpoint import atomic_save, load_model
 
     try:

@@ -23,6 +23,7 @@ import logging
 import sys
 
 from audiossl.models.beats.extract import OUTPUTS, extract, load_for_extraction, write_acoustic_words
+from audiossl.bin.common import setup_logging
 
 logger = logging.getLogger("audiossl.bin.extract")
 
@@ -47,7 +48,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging()
     outputs = [o for o in args.outputs.split(",") if o]
     bad = [o for o in outputs if o not in OUTPUTS]
     if bad or not outputs:

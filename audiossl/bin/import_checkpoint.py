@@ -23,14 +23,10 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from audiossl.bin.common import str2bool, setup_logging
 
 logger = logging.getLogger("audiossl.bin.import_checkpoint")
 
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -86,7 +82,7 @@ def import_any(path: str, fmt: str, kind: str, layout: str, use_teacher: bool):
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     import yaml
 
     from audiossl.train.checkpoint import save_model

@@ -19,14 +19,10 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from audiossl.bin.common import str2bool, setup_logging
 
 logger = logging.getLogger("audiossl.bin.make_results")
 
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -47,7 +43,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from audiossl.score.results import write_results_md
 
     exp = Path(args.exp)

@@ -20,6 +20,7 @@ import sys
 
 from audiossl.data.corpora.audioset import AUDIOSET_SETS, DEFAULT_SETS, UNKNOWN_MID_POLICIES, prepare_audioset
 from audiossl.data.datadir import DataDirError
+from audiossl.bin.common import setup_logging
 
 logger = logging.getLogger("audiossl.bin.prepare_audioset")
 
@@ -48,7 +49,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging()
     try:
         report = prepare_audioset(
             args.audioset_root, args.out_dir, audio_dir=args.audio_dir, sets=args.sets.replace(",", " ").split(),

@@ -18,6 +18,7 @@ import sys
 
 from audiossl.data.corpora.spc2 import prepare_spc2
 from audiossl.data.datadir import DataDirError
+from audiossl.bin.common import setup_logging
 
 logger = logging.getLogger("audiossl.bin.prepare_spc2")
 
@@ -32,7 +33,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s (%(module)s:%(lineno)d) %(levelname)s: %(message)s")
+    setup_logging()
     try:
         report = prepare_spc2(args.spc2_root, args.out_dir, nj=args.nj)
     except (FileNotFoundError, ValueError, DataDirError) as err:

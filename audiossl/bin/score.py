@@ -20,14 +20,10 @@ import logging
 import sys
 
 import torch
+from audiossl.bin.common import str2bool, setup_logging
 
 logger = logging.getLogger("audiossl.bin.score")
 
-
-def str2bool(value: str) -> bool:
-    if value.lower() in ("true", "false"):
-        return value.lower() == "true"
-    raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -56,7 +52,7 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging()
     from audiossl.score.results import write_cv_dir, write_score_dir
 
     if args.cv:

@@ -124,7 +124,8 @@ def _format_value(key: str, value: object) -> str:
     return text
 
 
-def _atomic_write_text(path: PathLike, text: str) -> None:
+def atomic_write_text(path: PathLike, text: str) -> None:
+    """Write text to a temporary file beside ``path``, then rename it over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -147,7 +148,7 @@ def write_kv(path: PathLike, data: Mapping[str, object]) -> None:
     for key in data:
         assert key and len(key.split()) == 1 and key == key.strip(), f"key {key!r} must be one token without spaces"
     keys = sorted(data, key=c_sort_key)
-    _atomic_write_text(path, "".join(f"{k} {_format_value(k, data[k])}\n" for k in keys))
+    atomic_write_text(path, "".join(f"{k} {_format_value(k, data[k])}\n" for k in keys))
 
 
 # --------------------------------------------------------------------------------------------
@@ -196,7 +197,7 @@ def write_labels(path: PathLike, labels: Sequence[str], display_names: Sequence[
         name = display_names[i].strip() if display_names is not None else ""
         assert "\n" not in name, f"display name of {label!r} must be one line"
         out.append(f"{i} {label} {name}\n" if name and name != label else f"{i} {label}\n")
-    _atomic_write_text(path, "".join(out))
+    atomic_write_text(path, "".join(out))
 
 
 def labels_to_multi_hot(labels: Iterable[str], vocab: Sequence[str] | Mapping[str, int]) -> torch.Tensor:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -173,19 +172,9 @@ class StatsAccumulator:
 
 def write_stats(stats: FbankStats, path: str | os.PathLike) -> None:
     """Write ``stats.json`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(stats.to_dict(), f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from audiossl.data.datadir import atomic_write_text
+
+    atomic_write_text(path, json.dumps(stats.to_dict(), indent=1) + "\n")
 
 
 def read_stats(path: str | os.PathLike) -> FbankStats:
