@@ -65,19 +65,16 @@ def detect_format(path: str) -> str:
 
 
 def import_any(path: str, fmt: str, kind: str, layout: str, use_teacher: bool):
-    """(task, config dict, state dict, extra) of a released checkpoint."""
+    """A released checkpoint as an ``ImportedModel`` (audiossl.train.checkpoint)."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "beats":
         from audiossl.models.beats.checkpoint import import_official
 
-        imported = import_official(path, kind=kind)
-        return imported.task, imported.config(), imported.state_dict, imported.extra
+        return import_official(path, kind=kind)
     from audiossl.models.eat.checkpoint import import_official
 
-    imported = import_official(path, layout=layout, use_teacher=use_teacher)
-    config = {"task": imported.task, "model": imported.model_config}
-    return imported.task, config, imported.state_dict, imported.extra
+    return import_official(path, layout=layout, use_teacher=use_teacher)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -85,18 +82,17 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     import yaml
 
-    from audiossl.train.checkpoint import save_model
-
     try:
-        task, config, state, extra = import_any(args.checkpoint, args.format, args.kind, args.layout, args.use_teacher)
+        imported = import_any(args.checkpoint, args.format, args.kind, args.layout, args.use_teacher)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"import_checkpoint: {e}", file=sys.stderr)
         return 1
     args.exp_dir.mkdir(parents=True, exist_ok=True)
-    extra = dict(extra, imported_from=str(args.checkpoint))
-    save_model(args.exp_dir / "model.pt", task, config, state, extra)
-    (args.exp_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    logger.info("wrote %s/model.pt: task %s, %d tensors, from %s", args.exp_dir, task, len(state), args.checkpoint)
+    imported.extra = dict(imported.extra, imported_from=str(args.checkpoint))
+    imported.save(args.exp_dir / "model.pt")
+    (args.exp_dir / "config.yaml").write_text(yaml.safe_dump(imported.config(), sort_keys=False))
+    logger.info("wrote %s/model.pt: task %s, %d tensors, from %s",
+                args.exp_dir, imported.task, len(imported.state_dict), args.checkpoint)
     return 0
 
 

@@ -14,6 +14,7 @@ import random
 import re
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,37 @@ def save_model(
         },
         path,
     )
+
+
+@dataclass
+class ImportedModel:
+    """A released checkpoint converted to our layout (what the BEATs and EAT importers return).
+
+    Attributes:
+        task: the registered task the weights belong to.
+        model_config: the task's ``model:`` section.
+        state_dict: the training model's state dict.
+        extra: anything else worth keeping (source file, label names, ...), saved as ``extra``.
+        data_config: the ``data:`` entries the checkpoint fixes (e.g. its normalisation); empty when
+            they depend on the dataset, as for EAT.
+    """
+
+    task: str
+    model_config: dict[str, Any]
+    state_dict: dict[str, torch.Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+    data_config: dict[str, Any] = field(default_factory=dict)
+
+    def config(self) -> dict[str, Any]:
+        """The config dict to save: the task, its model section, and data entries if any."""
+        cfg: dict[str, Any] = {"task": self.task, "model": self.model_config}
+        if self.data_config:
+            cfg["data"] = dict(self.data_config)
+        return cfg
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write it as a ``model.pt`` hand-off file."""
+        save_model(path, self.task, self.config(), self.state_dict, self.extra)
 
 
 def load_model(path: str | os.PathLike) -> dict[str, Any]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,8 +29,12 @@ from torch import nn
 
 from audiossl.data.fbank import BEATS_NORM
 from audiossl.models.beats.config import OFFICIAL_CLASS_DEFAULTS, OFFICIAL_TOKENIZER_DEFAULTS, BEATsConfig
+from audiossl.train.checkpoint import ImportedModel
 
 logger = logging.getLogger(__name__)
+
+# Every BEATs checkpoint expects the official normalisation (BEATs.py, preprocess()).
+OFFICIAL_DATA = {"norm_mean": BEATS_NORM.mean, "norm_std": BEATS_NORM.std}
 
 POS_CONV = "encoder.pos_conv.0."
 LEGACY_WN = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
@@ -138,26 +141,6 @@ def load_encoder(path: str | os.PathLike) -> nn.Module:
 # --------------------------------------------------------------------------------------------
 # Official files -> model.pt
 # --------------------------------------------------------------------------------------------
-@dataclass
-class ImportedModel:
-    """What :func:`import_official` returns: the arguments of ``audiossl.train.checkpoint.save_model``
-    (the config dict to save is ``{"task": task, "model": model_config}``, see :meth:`config`)."""
-
-    task: str
-    model_config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def config(self) -> dict[str, Any]:
-        """A resolved-config dict for save_model: the task, the model section, and the official
-        normalisation so that downstream stages normalise features as the model expects."""
-        return {
-            "task": self.task,
-            "model": self.model_config,
-            "data": {"norm_mean": BEATS_NORM.mean, "norm_std": BEATS_NORM.std},
-        }
-
-
 def _read_official(path_or_obj) -> tuple[dict[str, Any], str]:
     if isinstance(path_or_obj, Mapping):
         return dict(path_or_obj), "<official checkpoint dict>"
@@ -225,7 +208,7 @@ def import_official(path: str | os.PathLike | Mapping[str, Any], kind: str = "au
         check_state_dict(expected, state, source)
         model_cfg = TokenizerConfig(kind="distilled", codebook_size=quant_n, codebook_dim=quant_dim, encoder=cfg)
         out = {(k if k.startswith("quantize") else f"encoder.{k}"): v for k, v in state.items()}
-        return ImportedModel("beats_tokenizer", dataclasses.asdict(model_cfg), out, extra)
+        return ImportedModel("beats_tokenizer", dataclasses.asdict(model_cfg), out, extra, OFFICIAL_DATA)
 
     if kind == "finetuned":
         num_classes = int(state["predictor.weight"].shape[0]) if "predictor.weight" in state else cfg.predictor_class
@@ -249,14 +232,14 @@ def import_official(path: str | os.PathLike | Mapping[str, Any], kind: str = "au
             "head_norm": False,
         }
         extra.update(encoder_task="beats_ssl", encoder=encoder_section, pooling="mean")
-        return ImportedModel("finetune", model_cfg, out, extra)
+        return ImportedModel("finetune", model_cfg, out, extra, OFFICIAL_DATA)
 
     from audiossl.models.beats.ssl import SSLConfig
 
     check_state_dict(expected, state, source)
     model_cfg = SSLConfig(encoder=cfg, tokenizer=None)
     out = {f"encoder.{k}": v for k, v in state.items()}
-    return ImportedModel("beats_ssl", dataclasses.asdict(model_cfg), out, extra)
+    return ImportedModel("beats_ssl", dataclasses.asdict(model_cfg), out, extra, OFFICIAL_DATA)
 
 
 # --------------------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ import torch
 
 from audiossl.models.eat.encoder import EATEncoder, sincos_positions_2d
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
-from audiossl.train.checkpoint import atomic_save
+from audiossl.train.checkpoint import ImportedModel, atomic_save
 
 logger = logging.getLogger(__name__)
 
@@ -51,16 +51,6 @@ FINETUNE_TASK = "finetune"
 FAIRSEQ_HEAD_NORM_EPS = 1e-6  # EAT_audio_classification.py: nn.LayerNorm(embed_dim, eps=1e-6)
 HF_HEAD_NORM_EPS = 1e-5  # the Hugging Face port's fc_norm uses nn.LayerNorm's default
 POSITION_TOLERANCE = 5e-4  # official tables are float32 numpy: ~6e-5 off the exact values
-
-
-@dataclass
-class ImportedModel:
-    """An official checkpoint converted to our ``model.pt`` fields (see ``save_model``)."""
-
-    task: str
-    model_config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    extra: dict[str, Any]
 
 
 class CheckpointMismatch(ValueError):
