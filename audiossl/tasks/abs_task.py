@@ -65,6 +65,7 @@ class AbsTrainModel(nn.Module):
         stats:  dict name -> detached scalar tensor, logged and averaged over validation (by weight);
                 keep them on device, the trainer calls .item() only at log intervals;
         weight: number of examples the stats stand for (int or scalar tensor), for weighted means.
+    Stat names must be the same on every step and every rank (they are averaged across ranks).
     """
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor], Any]:
@@ -83,6 +84,8 @@ class AbsTrainModel(nn.Module):
         return None
 
     num_layers: int = 0
+    multi_label: bool = False  # validation metrics: mAP-style (True) or also accuracy (False)
+    find_unused_parameters: bool = False  # passed to DDP; True for models with layer drop
 
     def predict(self, batch: dict[str, Any]) -> torch.Tensor:
         """(B, C) scores for validation metrics over a whole set (mAP, accuracy); classifiers only."""
