@@ -71,8 +71,8 @@ def test_tiny_cpu_run_prints_one_valid_json_line_per_case(repo_root):
             for key in POSITIVE_STEP_KEYS:
                 assert r[key] > 0, f"{r['case']}: {key} = {r[key]}"
             assert (r["device"], r["precision"], r["tiny"], r["threads"]) == ("cpu", "fp32", True, 1)
-            assert r["peak_tflops"] == peak["tflops"] and math.isclose(r["mfu"], r["tflops"] / r["peak_tflops"], rel_tol=2e-3)
-            assert math.isclose(r["clips_per_s"], r["batch_size"] / r["step_ms"] * 1e3, rel_tol=2e-3)
+            assert r["peak_tflops"] == peak["tflops"] and math.isclose(r["mfu"], r["tflops"] / r["peak_tflops"], rel_tol=3e-3)
+            assert math.isclose(r["clips_per_s"], r["batch_size"] / r["step_ms"] * 1e3, rel_tol=3e-3)
             # no step waits for the device, but fine-tuning's one known wait: EATEncoder.forward asks
             # padding_mask.any() to return None when nothing is padded (the AbsEncoder contract),
             # though CLS pooling never reads the mask
@@ -82,7 +82,7 @@ def test_tiny_cpu_run_prints_one_valid_json_line_per_case(repo_root):
         assert real["kind"] == "real" and bare["kind"] == "bare" and bare["efficiency"] is None
         assert (bare["batch_size"], bare["tokens"], bare["clones"]) == (real["batch_size"], real["tokens"], real["clones"])
         assert real["bare_clips_per_s"] == bare["clips_per_s"] and real["bare_tflops"] == bare["tflops"]
-        assert math.isclose(real["efficiency"], real["clips_per_s"] / bare["clips_per_s"], rel_tol=2e-3)
+        assert math.isclose(real["efficiency"], real["clips_per_s"] / bare["clips_per_s"], rel_tol=3e-3)
     # the tiny shapes: 128 frames -> 8 x 8 patches; EAT keeps 12 per clone (+ CLS), BEATs 16 of 64
     assert (by_case["eat"]["tokens"], by_case["eat"]["teacher_tokens"]) == (13, 65)
     assert by_case["beats"]["tokens"] == 16 and by_case["finetune"]["tokens"] == 65
