@@ -2,8 +2,9 @@
 
 ``model.kind: random`` (round 1) is a frozen random-projection tokenizer: nothing is learnt, train it
 with ``optim.max_updates 0`` so that the trainer only writes model.pt. ``model.kind: distilled``
-(rounds >= 2) trains a Transformer tokenizer against ``model.teacher`` (the previous round's
-beats_ssl model.pt). See :mod:`audiossl.models.beats.tokenizer` for both, and for the state-dict
+(rounds >= 2) trains a Transformer tokenizer against ``model.teacher``: the previous round's
+beats_ssl model.pt (its last layer is the target), or a fine-tuned ``finetune`` model.pt with mean
+pooling (BEATs "iter3+": its per-patch logits are the target). See :mod:`audiossl.models.beats.tokenizer` for both, and for the state-dict
 layout: ``tokenizer.*`` (random) or ``encoder.*``, ``quantize_layer.*``, ``quantize.*``,
 ``estimator.*`` (distilled).
 """
@@ -20,6 +21,7 @@ from audiossl.models.beats.tokenizer import (
     RandomProjectionTokenizer,
     RandomTokenizerModel,
     TokenizerConfig,
+    PatchLogitsTeacher,
     TokenizerDistillModel,
 )
 from audiossl.tasks.abs_task import AbsTask, AbsTrainModel, DataInfo, register_task
@@ -38,7 +40,7 @@ class BeatsTokenizerTask(AbsTask):
                 "model.teacher is not set: a distilled tokenizer learns from the previous round's SSL "
                 "model, e.g. --model.teacher exp/beats_ssl_r1/model.pt"
             )
-        return TokenizerDistillModel(model_cfg, load_encoder(model_cfg.teacher))
+        return TokenizerDistillModel(model_cfg, load_teacher(model_cfg.teacher))
 
     @classmethod
     def build_encoder(cls, model_cfg: TokenizerConfig) -> nn.Module:
@@ -54,6 +56,19 @@ class BeatsTokenizerTask(AbsTask):
                 model_cfg.patch_size, model_cfg.codebook_size, model_cfg.codebook_dim, model_cfg.seed
             )
         return DistilledTokenizer(model_cfg)
+
+
+def load_teacher(path: str | os.PathLike) -> nn.Module:
+    """A distilled tokenizer's teacher: the encoder of a pre-trained model.pt, or, for a fine-tuned
+    classifier (task finetune, the "iter3+" rounds), a :class:`PatchLogitsTeacher` over it."""
+    from audiossl.train.checkpoint import load_model
+
+    obj = load_model(path)
+    if obj["task"] == "finetune":
+        from audiossl.tasks.finetune import load_finetuned
+
+        return PatchLogitsTeacher(load_finetuned(obj)).eval()
+    return load_encoder(path)
 
 
 def load_tokenizer(path: str | os.PathLike) -> nn.Module:

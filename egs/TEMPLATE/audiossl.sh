@@ -38,6 +38,8 @@ folds=""              # cross-validation folds, e.g. "1 2 3 4 5": {fold} in set 
 # Pre-training
 pretrain_models="beats eat"   # which self-supervised models to pre-train (stages 3, 4)
 beats_rounds=2                # BEATs iterations: tokenizer r -> SSL model r, r = 1..N
+beats_last_teacher=""         # teacher of the last round's tokenizer instead of SSL r-1: a fine-tuned
+                              # model.pt (BEATs "iter3+": its per-patch logits are the targets)
 beats_tokenizer_r1_config=conf/beats_tokenizer_r1.yaml   # round 1: random-projection tokenizer
 beats_tokenizer_config=conf/beats_tokenizer.yaml         # rounds >= 2: self-distilled tokenizer
 beats_ssl_config=conf/beats_ssl.yaml
@@ -71,6 +73,7 @@ Options (defaults in brackets):
   --folds "1 2 ..."          cross-validation folds; {fold} in set names is replaced [${folds}]
   --pretrain-models "..."    self-supervised models to pre-train: beats, eat [${pretrain_models}]
   --beats-rounds N           BEATs iterations [${beats_rounds}]
+  --beats-last-teacher PATH  fine-tuned model.pt teaching the last round's tokenizer (iter3+) [${beats_last_teacher}]
   --beats-tokenizer-r1-config FILE  [${beats_tokenizer_r1_config}]
   --beats-tokenizer-config FILE     [${beats_tokenizer_config}]
   --beats-ssl-config FILE           [${beats_ssl_config}]
@@ -192,9 +195,11 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${pretrain_models} 
             # shellcheck disable=SC2086
             train exp/beats_tok_r1 "${beats_tokenizer_r1_config}" "${data_args[@]}" ${pretrain_args}
         else
+            teacher=exp/beats_ssl_r$((r - 1))/model.pt
+            [ "${r}" -eq "${beats_rounds}" ] && [ -n "${beats_last_teacher}" ] && teacher=${beats_last_teacher}
             # shellcheck disable=SC2086
             train "exp/beats_tok_r${r}" "${beats_tokenizer_config}" "${data_args[@]}" \
-                --model.teacher "exp/beats_ssl_r$((r - 1))/model.pt" ${pretrain_args}
+                --model.teacher "${teacher}" ${pretrain_args}
         fi
         # shellcheck disable=SC2086
         train "exp/beats_ssl_r${r}" "${beats_ssl_config}" "${data_args[@]}" \

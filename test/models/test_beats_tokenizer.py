@@ -227,3 +227,43 @@ def test_ddp_codebook_is_identical_on_every_rank_and_uses_all_data(tmp_path):
     # the usage counts are the sum over both ranks: 2 x 120 vectors, (1 - decay) of them after one step
     assert r0["cluster_size"].sum().item() == pytest.approx(0.2 * 240)
     assert torch.equal(r0["cluster_size"], r1["cluster_size"])
+
+
+def test_fine_tuned_teacher_gives_per_patch_logit_targets(tmp_path):
+    """iter3+: a fine-tuned classifier as teacher; the estimator regresses its per-patch logits."""
+    from audiossl.tasks.finetune import FinetuneTask, load_finetuned
+
+    ssl_path = make_teacher(tmp_path / "ssl_r1.pt")
+    ft_cfg = FinetuneTask.ModelConfig(init=str(ssl_path), pooling="mean", loss="bce", multi_label=True)
+    clf = FinetuneTask.build_model(ft_cfg, DataInfo(num_classes=7, label_names=[f"c{i}" for i in range(7)]))
+    ft_path = tmp_path / "ft.pt"
+    save_model(ft_path, "finetune", {"model": dataclasses.asdict(ft_cfg)}, clf.state_dict(), clf.export())
+
+    cfg = TokenizerConfig(kind="distilled", codebook_size=16, codebook_dim=8, encoder=dict(TINY),
+                          estimator_layers=1, teacher=str(ft_path))
+    torch.manual_seed(0)
+    model = BeatsTokenizerTask.build_model(cfg, DataInfo())
+    feats = torch.randn(3, 48, 128)
+    pad = torch.zeros(3, 48, dtype=torch.bool)
+    pad[1, 32:] = True
+    target = model.teacher(feats, pad)
+    assert target.tokens.shape[-1] == 7
+    # the targets are the classifier's head on each token: their masked mean is the clip's logits
+    reference = load_finetuned(ft_path)
+    with torch.no_grad():
+        clip_logits = reference.logits(feats, pad)
+        keep = (~target.padding_mask).unsqueeze(-1).float()
+        pooled = (target.tokens * keep).sum(1) / keep.sum(1)
+    torch.testing.assert_close(pooled, clip_logits, rtol=1e-4, atol=1e-5)
+
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    losses = []
+    model.train()
+    for _ in range(20):
+        loss, stats, _ = model({"feats": feats, "padding_mask": pad})
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(stats["cos_loss"].item())
+    assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3, losses
+    assert all(p.grad is None for p in model.teacher.parameters())

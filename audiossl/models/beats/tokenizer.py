@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from audiossl.models.abs_encoder import AbsEncoder
+from audiossl.models.abs_encoder import AbsEncoder, EncoderOutput
 from audiossl.models.beats.backbone import BEATsBackbone, TransformerEncoder, chunk_padding_mask
 from audiossl.models.beats.config import BEATsConfig
 from audiossl.models.beats.quantizer import NormEMAQuantizer, l2norm
@@ -193,6 +193,30 @@ def freeze(module: nn.Module) -> nn.Module:
     return module
 
 
+class PatchLogitsTeacher(nn.Module):
+    """A fine-tuned classifier as the tokenizer's teacher (BEATs "iter3+"): the targets are its
+    per-patch logits, the classifier head applied to every token before pooling (B, N, C).
+
+    For a BEATs classifier (mean pooling, no norm before the head) these are exactly the official
+    fine-tuned model's per-patch predictor outputs. ``embed_dim`` is the number of classes, so the
+    estimator regresses C-dimensional logits.
+    """
+
+    def __init__(self, classifier: nn.Module) -> None:
+        super().__init__()
+        assert classifier.pooling == "mean", (
+            "an iter3+ teacher needs per-patch logits: a classifier with mean pooling (BEATs), "
+            f"not {classifier.pooling!r} pooling"
+        )
+        self.classifier = classifier
+        self.embed_dim = classifier.head.out_features
+
+    def forward(self, feats: torch.Tensor, padding_mask: torch.Tensor | None = None) -> EncoderOutput:
+        out = self.classifier.encoder(feats, padding_mask)
+        logits = self.classifier.head(self.classifier.head_norm(out.tokens))  # (B, N, C)
+        return EncoderOutput(tokens=logits, padding_mask=out.padding_mask)
+
+
 class TokenizerDistillModel(AbsTrainModel):
     """Training model of a self-distilled tokenizer.
 
@@ -200,10 +224,12 @@ class TokenizerDistillModel(AbsTrainModel):
     ``quantize.*`` (official Tokenizers layout) and ``estimator.*``. The frozen teacher is not part of
     it (it is reloaded from its model.pt).
 
-    Loss = mean over non-padded tokens of (1 - cos(estimate, teacher last layer)) + beta * commitment.
+    Loss = mean over non-padded tokens of (1 - cos(estimate, teacher target)) + beta * commitment,
+    the target being the teacher's last layer, or its per-patch logits for a fine-tuned teacher
+    (:class:`PatchLogitsTeacher`).
     """
 
-    def __init__(self, cfg: TokenizerConfig, teacher: AbsEncoder) -> None:
+    def __init__(self, cfg: TokenizerConfig, teacher: nn.Module) -> None:
         super().__init__()
         tok = DistilledTokenizer(cfg)
         self.encoder = tok.encoder
