@@ -448,6 +448,9 @@ class Trainer:
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
+            # Tear the process group down before exit: a gloo group left to the interpreter's
+            # shutdown can abort the process ("terminate called without an active exception").
+            self.dist.close()
         return TrainResult(self.num_updates, model_path, list(self.best), dict(self.last_valid))
 
     def _loop(self) -> None:
