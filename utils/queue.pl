@@ -29,6 +29,9 @@ use File::Path qw(make_path);
 use File::Spec;
 use POSIX ();
 use Time::HiRes qw(sleep time);
+use FindBin ();
+use lib $FindBin::RealBin;
+use JobArgs qw(join_command parse_job_args);
 
 $ENV{LC_ALL} = 'C';
 
@@ -80,15 +83,6 @@ sub fail {
     exit 1;
 }
 
-sub join_command {   # the same joining as run.pl
-    my @out;
-    for my $w (@_) {
-        if ($w ne '' && $w !~ /\s/) { push @out, $w; }
-        else { (my $q = $w) =~ s/'/'\\''/g; push @out, "'$q'"; }
-    }
-    return join(' ', @out);
-}
-
 sub shell_quote {
     my ($s) = @_;
     $s =~ s/'/'\\''/g;
@@ -131,21 +125,7 @@ while (@ARGV && $ARGV[0] =~ /^--/) {
 }
 
 # ---- job range, log, command ----
-my ($jobvar, $first, $last) = (undef, 1, 1);
-if (@ARGV && $ARGV[0] =~ /^([A-Za-z_]\w*)=(\d+):(\d+)$/) {
-    ($jobvar, $first, $last) = ($1, $2, $3);
-    shift @ARGV;
-    usage_error("empty job range $jobvar=$first:$last (the first job is after the last)") if $first > $last;
-} elsif (@ARGV && $ARGV[0] =~ /^([A-Za-z_]\w*)=(\d+)$/) {
-    ($jobvar, $first, $last) = ($1, $2, $2);
-    shift @ARGV;
-}
-usage_error("expected a log file and a command") if @ARGV < 2;
-my $log_arg = shift @ARGV;
-my $command = join_command(@ARGV);
-if (defined $jobvar && index($log_arg, $jobvar) < 0) {
-    usage_error("the log name '$log_arg' must contain $jobvar when a job range is given (one log per job), e.g. exp/log/x.$jobvar.log");
-}
+my ($jobvar, $first, $last, $log_arg, $command) = parse_job_args(\@ARGV, \&usage_error);
 my $is_array = defined $jobvar;
 my @tasks = ($first .. $last);
 

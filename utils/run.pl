@@ -16,6 +16,9 @@ use warnings;
 use POSIX ();
 use File::Basename qw(dirname);
 use File::Path qw(make_path);
+use FindBin ();
+use lib $FindBin::RealBin;
+use JobArgs qw(parse_job_args now);
 
 $ENV{LC_ALL} = 'C';
 
@@ -40,24 +43,6 @@ sub num_cpus {
     return ($n && $n =~ /^(\d+)/ && $1 > 0) ? $1 : 4;
 }
 
-# Join command words into one bash command line (words with whitespace or nothing in them are
-# single-quoted; everything else is passed through, so "\|" becomes a pipe).
-sub join_command {
-    my @words = @_;
-    my @out;
-    for my $w (@words) {
-        if ($w ne '' && $w !~ /\s/) {
-            push @out, $w;
-        } else {
-            (my $q = $w) =~ s/'/'\\''/g;
-            push @out, "'$q'";
-        }
-    }
-    return join(' ', @out);
-}
-
-sub now { return POSIX::strftime('%a %b %e %H:%M:%S %Z %Y', localtime); }
-
 # ---- options ----
 my $max_jobs_run = num_cpus();
 while (@ARGV && $ARGV[0] =~ /^--/) {
@@ -78,21 +63,7 @@ while (@ARGV && $ARGV[0] =~ /^--/) {
 }
 
 # ---- job range, log, command ----
-my ($jobvar, $first, $last) = (undef, 1, 1);
-if (@ARGV && $ARGV[0] =~ /^([A-Za-z_]\w*)=(\d+):(\d+)$/) {
-    ($jobvar, $first, $last) = ($1, $2, $3);
-    shift @ARGV;
-    usage_error("empty job range $jobvar=$first:$last (the first job is after the last)") if $first > $last;
-} elsif (@ARGV && $ARGV[0] =~ /^([A-Za-z_]\w*)=(\d+)$/) {
-    ($jobvar, $first, $last) = ($1, $2, $2);
-    shift @ARGV;
-}
-usage_error("expected a log file and a command") if @ARGV < 2;
-my $log_pattern = shift @ARGV;
-my $command = join_command(@ARGV);
-if (defined $jobvar && index($log_pattern, $jobvar) < 0) {
-    usage_error("the log name '$log_pattern' must contain $jobvar when a job range is given (one log per job), e.g. exp/log/x.$jobvar.log");
-}
+my ($jobvar, $first, $last, $log_pattern, $command) = parse_job_args(\@ARGV, \&usage_error);
 
 sub substitute {
     my ($text, $id) = @_;
