@@ -150,5 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def exit_worker(code: int) -> None:
+    """Exit a worker of a multi-process launch without running C++ static destructors.
+
+    Everything is written and closed by now; what is left are communication threads that the
+    interpreter's teardown can trip over when a peer has already gone ("terminate called without an
+    active exception", exit 134 after a finished run). Flush, then leave at once.
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if inside_launch():
+        exit_worker(code)
+    sys.exit(code)
