@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Combine data directories into one. Every source must have the same labels.txt (or none has one);
-# utterance ids must not repeat across sources. A per-utterance file (feats.scp, utt2*, and
+# utterance ids must not repeat across sources, unless --shared-ids true: then an utterance may be in
+# several sources (ESC-50's fold sets, which share every clip) as long as each of its lines is the
+# same in all of them, and it is kept once. A per-utterance file (feats.scp, utt2*, and
 # wav.scp when no source has segments) is combined when every source has it, and skipped with a
 # warning otherwise. When some sources have segments, the others get whole-recording segments
 # ("<utt> <utt> 0 <duration>", from their utt2dur) and wav.scp becomes the recording list; a
@@ -9,9 +11,13 @@
 set -euo pipefail
 export LC_ALL=C
 
+shared_ids=false   # true: an utterance may be in several sources if its lines agree; kept once
+
 help_message=$(cat <<EOF
-Usage: $0 <dest-data-dir> <src-data-dir-1> [<src-data-dir-2> ...]
+Usage: $0 [--shared-ids true|false] <dest-data-dir> <src-data-dir-1> [<src-data-dir-2> ...]
 e.g.: $0 data/train_all data/train_balanced data/train_unbalanced
+Options:
+  --shared-ids <bool>   # true: sources may share utterances whose lines agree (default: ${shared_ids})
 EOF
 )
 # shellcheck source=SCRIPTDIR/parse_options.sh
@@ -79,6 +85,10 @@ if ${any_segments}; then
             exit 1
         fi
     done > "${tmpdir}/segments"
+    if ${shared_ids}; then
+        sort -u "${tmpdir}/segments" > "${tmpdir}/segments.uniq"
+        mv "${tmpdir}/segments.uniq" "${tmpdir}/segments"
+    fi
 fi
 
 # Per-utterance file names across the sources (wav.scp is per recording when segments are in play).
@@ -107,7 +117,14 @@ for name in ${names[@]+"${names[@]}"}; do
     fi
     for src in "${srcs[@]}"; do
         cat "${src}/${name}"
-    done | sort -s -k1,1 > "${tmpdir}/${name}"
+    done | if ${shared_ids}; then sort -u; else sort -s -k1,1; fi > "${tmpdir}/${name}"
+    if ${shared_ids}; then
+        conflict=$(awk '{ print $1 }' "${tmpdir}/${name}" | uniq -d | head -n 5 | paste -sd ' ')
+        if [ -n "${conflict}" ]; then
+            echo "$0: utterances with different ${name} lines in different sources (e.g. ${conflict}); they cannot be the same utterance" >&2
+            exit 1
+        fi
+    fi
 done
 
 # Utterance ids must be unique across the sources.

@@ -149,3 +149,38 @@ def test_make_fbank_usage_errors(recipe):
     res = make_fbank(recipe, "--nj", "2", "data/none", "dump/x")
     assert res.returncode == 1 and "data/none is not a valid data directory" in res.stderr
 
+
+
+def test_make_fbank_from_dump_takes_a_subset(recipe, monkeypatch):
+    """--from-dump: a set's features are the lines of a superset's dump; nothing is extracted."""
+    cwd, _ = recipe
+    monkeypatch.chdir(cwd)  # scp paths are relative to the recipe dir
+    wav = {}
+    for i in range(4):
+        clip(cwd / "audio" / f"u{i}.wav", 8000, 16000, seed=i)
+        wav[f"u{i}"] = f"audio/u{i}.wav"
+    write_set(cwd / "data" / "all", wav, ["cat", "dog"])
+    write_set(cwd / "data" / "part", {k: wav[k] for k in ("u1", "u3")}, ["cat", "dog"])
+    res = make_fbank(recipe, "--nj", "2", "data/all", "dump/all")
+    assert res.returncode == 0, res.stderr
+    res = make_fbank(recipe, "--from-dump", "dump/all", "data/part", "dump/part")
+    assert res.returncode == 0, res.stderr
+    part = cwd / "dump" / "part"
+    assert not (part / "log" / "fbank.1.log").exists()  # no extraction job ran
+    lines = (part / "feats.scp").read_text().splitlines()
+    assert [l.split()[0] for l in lines] == ["u1", "u3"]
+    assert all("dump/all/data/feats." in l for l in lines)  # the superset's arks
+    whole = kaldiio.load_scp(str(cwd / "dump" / "all" / "feats.scp"))
+    for utt, mat in kaldiio.load_scp_sequential(str(part / "feats.scp")):
+        np.testing.assert_array_equal(mat, whole[utt])
+    assert (part / "utt2label").read_text() == (cwd / "data" / "part" / "utt2label").read_text()  # the set's own labels
+    assert (part / "utt2num_frames").read_text().split()[::2] == ["u1", "u3"]
+    stats = json.loads((part / "stats.json").read_text())
+    assert stats["num_frames"] == sum(whole[u].shape[0] for u in ("u1", "u3"))
+
+    # a set with an utterance the superset lacks is refused, naming it
+    write_set(cwd / "data" / "other", {"u1": wav["u1"], "u9": "audio/u0.wav"}, ["cat", "dog"])
+    res = make_fbank(recipe, "--from-dump", "dump/all", "data/other", "dump/other")
+    assert res.returncode == 1 and "no features for some utterances of data/other (e.g. u9)" in res.stderr
+    res = make_fbank(recipe, "--from-dump", "dump/none", "data/part", "dump/p2")
+    assert res.returncode == 1 and "dump/none/feats.scp not found" in res.stderr

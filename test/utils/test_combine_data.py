@@ -90,3 +90,27 @@ def test_usage(combine: str, tmp_path: Path) -> None:
     assert res.returncode == 1 and "Usage:" in res.stderr and "e.g.:" in res.stderr
     res = run(combine, str(tmp_path / "all"), str(tmp_path / "nodir"))
     assert res.returncode == 1 and "is it a data directory" in res.stderr
+
+
+def test_shared_ids_kept_once_when_lines_agree(combine: str, tmp_path: Path) -> None:
+    # ESC-50 fold sets share every clip: a union of them lists each clip once.
+    plain_dir(tmp_path / "a", ["u1", "u2"])
+    plain_dir(tmp_path / "b", ["u2", "u3"])
+    res = run(combine, str(tmp_path / "all"), str(tmp_path / "a"), str(tmp_path / "b"))
+    assert res.returncode == 1 and "more than one source (e.g. u2)" in res.stderr
+    res = run(combine, "--shared-ids", "true", str(tmp_path / "all"), str(tmp_path / "a"), str(tmp_path / "b"))
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "all" / "wav.scp").read_text() == "u1 /a/u1.wav\nu2 /a/u2.wav\nu3 /a/u3.wav\n"
+    assert (tmp_path / "all" / "utt2label").read_text() == "u1 cat\nu2 cat\nu3 cat\n"
+
+
+def test_shared_ids_with_different_lines_fail(combine: str, tmp_path: Path) -> None:
+    plain_dir(tmp_path / "a", ["u1", "u2"])
+    plain_dir(tmp_path / "b", ["u2"])
+    write(tmp_path / "b" / "wav.scp", ["u2 /elsewhere/u2.wav"])
+    res = run(combine, "--shared-ids", "true", str(tmp_path / "all"), str(tmp_path / "a"), str(tmp_path / "b"))
+    assert res.returncode == 1
+    assert "different wav.scp lines in different sources (e.g. u2)" in res.stderr
+    assert not (tmp_path / "all").exists()
+    res = run(combine, "--shared-ids", "maybe", str(tmp_path / "all"), str(tmp_path / "a"))
+    assert res.returncode == 1 and "option --shared-ids is a boolean" in res.stderr
