@@ -6,9 +6,10 @@ Usage:
 e.g.:
     python -m audiossl.bin.compute_stats dump/fbank_beats/train/feats.scp dump/fbank_beats/train/stats.json
 
-Writes {"mean", "std", "num_frames", "mean_per_bin", "std_per_bin"}: "mean"/"std" over every frame
-and bin (what a model's ``(x - mean) / (2 * std)`` normalisation takes), the per-bin ones over
-frames. Standard deviations are population ones (ddof=0).
+Writes {"mean", "std", "num_frames", "mean_per_bin", "std_per_bin", "num_silent_frames"}:
+"mean"/"std" over every frame and bin (what a model's ``(x - mean) / (2 * std)`` normalisation
+takes), the per-bin ones over frames. Frames of digital silence (zero-padded audio) are left out
+and counted in "num_silent_frames". Standard deviations are population ones (ddof=0).
 """
 from __future__ import annotations
 
@@ -46,13 +47,14 @@ def main(argv: list[str] | None = None) -> int:
         acc.add(feats)
         num_utts += 1
     if acc.count == 0:
-        logger.error("%s: no frames to compute statistics from", args.feats_scp)
+        logger.error("%s: no frames to compute statistics from (%d frames of digital silence left out)",
+                     args.feats_scp, acc.num_silent)
         return 1
     stats = acc.result()
     write_stats(stats, args.stats_json)
     logger.info(
-        "%s: %d utterances, %d frames, mean %.5f, std %.5f -> %s",
-        args.feats_scp, num_utts, stats.num_frames, stats.mean, stats.std, args.stats_json,
+        "%s: %d utterances, %d frames (%d of digital silence left out), mean %.5f, std %.5f -> %s",
+        args.feats_scp, num_utts, stats.num_frames, stats.num_silent_frames, stats.mean, stats.std, args.stats_json,
     )
     return 0
 

@@ -93,6 +93,24 @@ def normalize(feats: torch.Tensor, norm: FeatureNorm) -> torch.Tensor:
     return (feats - norm.mean) / (2 * norm.std)
 
 
+SILENCE_TOLERANCE = 1e-4  # log-mel units: a frame this flat across all bins is digital silence
+
+
+def digital_silence_frames(feats: np.ndarray | torch.Tensor, tolerance: float = SILENCE_TOLERANCE) -> np.ndarray:
+    """(T, F) raw log-mel -> (T,) bool, True on frames of digital silence.
+
+    The rule: a frame is silence when it is flat, every bin within ``tolerance`` of the others.
+    Kaldi's fbank removes each frame's DC offset, so a frame of exactly-zero (or constant) samples has
+    zero power in every mel bin, floored to ``log(FLT_EPSILON)`` = -15.9424 in every bin, in both
+    front ends (ESC-50's clips padded to 5 s with zero samples show up as such frames; a frame that
+    overlaps real audio by even a few samples is not flat). Log-mel zero padding (0.0 in every bin)
+    is flat too. Real sound never gives a spectrum flat to 1e-4 across 128 bins.
+    """
+    x = np.asarray(feats)
+    assert x.ndim == 2, f"expected (T, F) features, got {x.shape}"
+    return (x.max(axis=1) - x.min(axis=1)) <= tolerance
+
+
 # --------------------------------------------------------------------------------------------
 # Corpus statistics (stats.json of a feature dump)
 # --------------------------------------------------------------------------------------------
@@ -100,7 +118,8 @@ def normalize(feats: torch.Tensor, norm: FeatureNorm) -> torch.Tensor:
 class FbankStats:
     """Mean/std of a feature dump over all frames: global (all frames and bins) and per bin.
 
-    Written as ``stats.json``: {"mean", "std", "num_frames", "mean_per_bin", "std_per_bin"}; the
+    Written as ``stats.json``: {"mean", "std", "num_frames", "mean_per_bin", "std_per_bin",
+    "num_silent_frames"} (``num_frames`` counts the frames used, digital silence excluded); the
     standard deviations are population ones (ddof=0).
     """
 
@@ -109,6 +128,7 @@ class FbankStats:
     num_frames: int
     mean_per_bin: list[float]
     std_per_bin: list[float]
+    num_silent_frames: int = 0  # digital-silence frames left out of the statistics
 
     @property
     def norm(self) -> FeatureNorm:
@@ -122,6 +142,7 @@ class FbankStats:
             "num_frames": self.num_frames,
             "mean_per_bin": list(self.mean_per_bin),
             "std_per_bin": list(self.std_per_bin),
+            "num_silent_frames": self.num_silent_frames,
         }
 
 
@@ -130,16 +151,26 @@ class StatsAccumulator:
 
     Each matrix's own mean and squared deviations are merged with Chan et al.'s pairwise update, so
     the result does not suffer the cancellation of sum(x^2) - n * mean^2 over billions of frames.
+    With ``skip_silence`` (the default) frames of digital silence (:func:`digital_silence_frames`)
+    are counted in ``num_silent_frames`` but left out of the statistics: a corpus whose clips are
+    zero-padded (ESC-50: about a third of the clips end in silence) would otherwise get a mean pulled
+    towards the log floor and a std inflated by it, so that real sound is squeezed after normalising.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, skip_silence: bool = True) -> None:
+        self.skip_silence = skip_silence
         self.count = 0
+        self.num_silent = 0
         self.mean: np.ndarray | None = None  # (F,)
         self.m2: np.ndarray | None = None  # (F,) sum of squared deviations from the mean
 
     def add(self, feats: np.ndarray | torch.Tensor) -> None:
         x = np.asarray(feats, dtype=np.float64)
         assert x.ndim == 2, f"expected (num_frames, num_bins) features, got shape {x.shape}"
+        if self.skip_silence and x.shape[0] > 0:
+            silent = digital_silence_frames(x)
+            self.num_silent += int(silent.sum())
+            x = x[~silent]
         n = x.shape[0]
         if n == 0:
             return
@@ -167,6 +198,7 @@ class StatsAccumulator:
             num_frames=int(self.count),
             mean_per_bin=[float(v) for v in self.mean],
             std_per_bin=[float(v) for v in np.sqrt(self.m2 / self.count)],
+            num_silent_frames=int(self.num_silent),
         )
 
 
@@ -190,4 +222,4 @@ def read_stats(path: str | os.PathLike) -> FbankStats:
     missing = [k for k in fields if k not in d]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}; recompute it with audiossl.bin.compute_stats")
-    return FbankStats(**{k: d[k] for k in fields})
+    return FbankStats(**{k: d[k] for k in fields}, num_silent_frames=int(d.get("num_silent_frames", 0)))

@@ -10,6 +10,13 @@ A score dir (``exp/<tag>/scores/<set>/``, written by :func:`write_score_dir`) ho
 A cross-validation dir (:func:`write_cv_dir`, e.g. ``exp/finetune_eat_cv/``) holds a metrics.json
 with each metric's mean across folds at the top level (so it reads like one run), plus ``std``
 (sample standard deviation, ddof 1), ``per_fold`` values and the fold dirs.
+
+RESULTS.md (:func:`render_results_md`) has one row per score dir and CV average of
+``exp/finetune_<model>[_scratch][_fold<k>|_cv]`` (fine-tune), ``exp/probe_<model>[_scratch][...]``
+(linear probe, ``audiossl.bin.probe``; provenance in its ``probe.json``) and
+``exp/baseline_logmel[...]`` (trivial baseline), with their kind and init (pre-trained, or random:
+the ``_scratch`` from-scratch control); a published number stands beside a row only in the paper's
+setting (:func:`official_protocol`, :func:`paper_row_for`).
 """
 from __future__ import annotations
 
@@ -179,9 +186,17 @@ PAPER_RESULTS: tuple[PaperResult, ...] = (
                 "ESPnet egs2/audioset/ssl1 (their own re-implementation)"),
 )
 
-def paper_row_for(encoder_task: str, init: str) -> str | None:
-    """The published row in the same setting as our model: EAT-base for an EAT encoder; BEATs iter r
-    for ``exp/beats_ssl_r<r>`` (iter3 for later rounds or unknown)."""
+# Every published row above is a ViT-B-sized encoder: 12 layers, 768 wide.
+PAPER_ENCODER = (12, 768)
+
+
+def paper_row_for(encoder_task: str, init: str, encoder_shape: tuple[int, int] | None = None) -> str | None:
+    """The published row in the same setting as our model, or None: EAT-base for an EAT encoder,
+    BEATs iter r for ``exp/beats_ssl_r<r>`` (iter3 for later rounds or unknown), and only when the
+    encoder has the papers' size (``encoder_shape`` = (layers, width) = :data:`PAPER_ENCODER`; an
+    unknown shape is not the papers' size)."""
+    if encoder_shape is None or tuple(encoder_shape) != PAPER_ENCODER:
+        return None
     if encoder_task == "eat_pretrain":
         return "EAT-base (10 epochs)"
     if encoder_task == "beats_ssl":
@@ -191,27 +206,89 @@ def paper_row_for(encoder_task: str, init: str) -> str | None:
     return None
 
 
+def _words(text: str) -> set[str]:
+    return {w for w in re.split(r"[^a-z0-9]+", text.lower()) if w}
+
+
 def guess_benchmark(recipe: str, train_dir: str, test_dir: str) -> str | None:
-    """The published benchmark an experiment corresponds to, from the recipe and set names."""
-    r, tr, te = recipe.lower(), train_dir.lower(), test_dir.lower()
-    if "esc" in r or "esc" in tr:
+    """The published benchmark whose corpus an experiment uses, or None.
+
+    The corpus is the recipe's (a word of its name: ``audioset``, ``esc50``, ``spc2`` or
+    ``speech_commands``; the mini recipe and your own corpora have none); for AudioSet the
+    fine-tuning set decides: ``balanced_train`` / ``as20k`` is AS-20K, ``unbalanced_train`` /
+    ``as2m`` / ``train_as2m`` is AS-2M. Whether the numbers are comparable also takes the protocol
+    (:func:`official_protocol`) and the model (:func:`paper_row_for`).
+    """
+    r, tr = _words(recipe), _words(train_dir)
+    if r & {"esc50", "esc"}:
         return "ESC-50"
-    if "spc" in r or "speech" in r or "spc" in tr:
+    if r & {"spc2", "spc", "speechcommands"} or {"speech", "commands"} <= r:
         return "SPC-2"
-    if "audioset" in r or "audioset" in tr or "eval" in te:
-        if "unbalanced" in tr or "as2m" in tr or "2m" in tr:
+    if "audioset" in r:
+        if tr & {"unbalanced", "as2m", "2m"}:
             return "AS-2M"
-        if "balanced" in tr or "20k" in tr:
+        if tr & {"balanced", "as20k", "20k"}:
             return "AS-20K"
     return None
+
+
+def official_protocol(benchmark: str | None, test_set: str, metrics: dict[str, Any]) -> bool:
+    """Whether a row is scored as the papers score the benchmark: AudioSet on the ``eval`` set;
+    ESC-50 as the mean over 5 cross-validation folds (a single fold is not the published number);
+    SPC-2 on the official ``test`` list."""
+    is_cv = metrics.get("kind") == "cv"
+    if benchmark in ("AS-2M", "AS-20K"):
+        return test_set == "eval" and not is_cv
+    if benchmark == "ESC-50":
+        return is_cv and metrics.get("num_folds") == 5
+    if benchmark == "SPC-2":
+        return test_set == "test" and not is_cv
+    return False
+
+
+def encoder_shape(section: dict[str, Any] | None) -> tuple[int, int] | None:
+    """(layers, width) of an encoder from its saved config (a fine-tuning config's ``model.encoder``,
+    the encoder task's ModelConfig: ``depth``/``embed_dim`` for EAT, ``encoder.encoder_layers``/
+    ``encoder.encoder_embed_dim`` for BEATs), or from probe.json's ``encoder``; None if it does not say."""
+
+    def find(d: Any, key: str) -> Any:
+        if not isinstance(d, dict):
+            return None
+        if isinstance(d.get(key), int) and not isinstance(d.get(key), bool):
+            return d[key]
+        for v in d.values():
+            got = find(v, key)
+            if got is not None:
+                return got
+        return None
+
+    if not isinstance(section, dict):
+        return None
+    layers = next((v for k in ("num_layers", "encoder_layers", "depth") if (v := find(section, k)) is not None), None)
+    width = next((v for k in ("encoder_embed_dim", "embed_dim") if (v := find(section, k)) is not None), None)
+    return (int(layers), int(width)) if layers is not None and width is not None else None
 
 
 # --------------------------------------------------------------------------------------------
 # RESULTS.md
 # --------------------------------------------------------------------------------------------
+KINDS = {"finetune": "fine-tune", "probe": "linear probe", "baseline": "trivial baseline"}
+INIT_PRETRAINED, INIT_SCRATCH, INIT_NONE = "pre-trained", "random (scratch)", "-"
+# exp/finetune_<model>[_scratch][_fold<k>|_cv], exp/probe_<model>[_scratch][_fold<k>|_cv], exp/baseline_logmel[...]
+_TAG = re.compile(r"^(?P<kind>finetune|probe|baseline)_(?P<model>.+?)(?P<scratch>_scratch)?(?:_fold(?P<fold>\d+)|_(?P<cv>cv))?$")
+
+
 @dataclass
 class ResultRow:
-    """One line of our results: an experiment scored on one set (or a cross-validation average)."""
+    """One line of our results: an experiment scored on one set (or a cross-validation average).
+
+    Attributes:
+        kind: "fine-tune", "linear probe", "trivial baseline" or "-" (an exp dir of another name).
+        init: "pre-trained", "random (scratch)" (the from-scratch control) or "-".
+        model: the model part of the tag (``eat`` of ``probe_eat_scratch_fold2``), else the tag.
+        fold: the fold number of a ``_fold<k>`` tag.
+        probe: probe.json of a linear probe or baseline (of the first fold for a CV average).
+    """
 
     tag: str
     test_set: str
@@ -221,6 +298,11 @@ class ResultRow:
     config: dict[str, Any] = field(default_factory=dict)
     config_path: Path | None = None
     plots: list[Path] = field(default_factory=list)
+    kind: str = "-"
+    init: str = INIT_NONE
+    model: str = ""
+    fold: int | None = None
+    probe: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_cv(self) -> bool:
@@ -229,6 +311,26 @@ class ResultRow:
     @property
     def main_metric(self) -> str:
         return "mAP" if self.metrics.get("multi_label") else "acc"
+
+    @property
+    def init_checkpoint(self) -> str | None:
+        """The model.pt the row's model started from (fine-tuning) or was probed (probe)."""
+        if self.probe:
+            return self.probe.get("model")
+        return (self.config.get("model") or {}).get("init")
+
+    @property
+    def encoder_shape(self) -> tuple[int, int] | None:
+        if self.probe:
+            return encoder_shape(self.probe.get("encoder"))
+        return encoder_shape((self.config.get("model") or {}).get("encoder"))
+
+    def sort_key(self) -> tuple:
+        """Kinds in the order fine-tune, probe, baseline; one model's rows together (single runs,
+        folds in order, then the CV average), each pre-trained row just above its scratch control."""
+        kind_rank = {v: i for i, v in enumerate(KINDS.values())}.get(self.kind, len(KINDS))
+        run = 0 if self.fold is None and not self.is_cv else (1 if not self.is_cv else 2)
+        return (kind_rank, self.model, run, self.fold or 0, self.test_set, self.init == INIT_SCRATCH, self.tag)
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
@@ -241,13 +343,53 @@ def _load_yaml(path: Path) -> dict[str, Any]:
         return {}
 
 
+def _load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        logger.warning("%s: cannot read (%s)", path, e)
+        return {}
+
+
+def _describe(row: ResultRow) -> None:
+    """Fill in kind, model, fold and init from the tag, probe.json and config.yaml."""
+    m = _TAG.match(row.tag)
+    task = row.config.get("task")
+    if m:
+        row.kind, row.model = KINDS[m.group("kind")], m.group("model")
+        row.fold = int(m.group("fold")) if m.group("fold") else None
+    else:
+        row.model = row.tag
+        row.kind = KINDS["probe"] if row.probe.get("method") == "linear_probe" else (
+            KINDS["baseline"] if str(row.probe.get("method", "")).startswith("baseline") else
+            KINDS["finetune"] if task == "finetune" else "-")
+    scratch = bool(m and m.group("scratch"))
+    if row.kind == KINDS["baseline"]:
+        row.init = INIT_NONE
+    elif row.probe:
+        row.init = INIT_SCRATCH if scratch or row.probe.get("random_init") else INIT_PRETRAINED
+    elif row.kind == KINDS["finetune"]:
+        model = row.config.get("model")
+        if scratch or (isinstance(model, dict) and "init" in model and model["init"] is None):
+            row.init = INIT_SCRATCH  # model.init null: a randomly initialised encoder
+        elif isinstance(model, dict) and model.get("init"):
+            row.init = INIT_PRETRAINED
+    elif scratch:
+        row.init = INIT_SCRATCH
+
+
 def collect_results(exp_root: str | Path) -> list[ResultRow]:
     """Every ``<exp_root>/<tag>/scores/<set>/metrics.json`` and ``<exp_root>/<tag>/metrics.json``
-    (cross-validation) that has metrics, sorted by tag and set."""
+    (cross-validation) that has metrics, in :meth:`ResultRow.sort_key` order.
+
+    A row's provenance is its exp dir's config.yaml (fine-tuning) or probe.json (linear probes and
+    baselines, :func:`audiossl.score.probe.run_probe`); a CV average has neither and takes its first
+    fold's."""
     exp_root = Path(exp_root)
     rows: list[ResultRow] = []
     for exp_dir in sorted(p for p in exp_root.iterdir() if p.is_dir()) if exp_root.is_dir() else []:
         config = _load_yaml(exp_dir / "config.yaml") if (exp_dir / "config.yaml").is_file() else {}
+        probe = _load_json(exp_dir / "probe.json") if (exp_dir / "probe.json").is_file() else {}
         candidates = [exp_dir] + sorted(p for p in (exp_dir / "scores").glob("*") if p.is_dir())
         for d in candidates:
             if not (d / "metrics.json").is_file():
@@ -255,15 +397,23 @@ def collect_results(exp_root: str | Path) -> list[ResultRow]:
             metrics = json.loads((d / "metrics.json").read_text())
             if "mAP" not in metrics and "acc" not in metrics:
                 continue  # scored without labels
-            row_config, config_path = config, exp_dir / "config.yaml" if config else None
-            if not row_config and metrics.get("kind") == "cv" and metrics.get("folds"):
+            row_config, row_probe = config, probe
+            config_path = exp_dir / "config.yaml" if config else (exp_dir / "probe.json" if probe else None)
+            if not (row_config or row_probe) and metrics.get("kind") == "cv" and metrics.get("folds"):
                 # A CV average has no config of its own: its first fold's experiment describes it.
-                fold_exp = Path(metrics["folds"][0]).parent.parent
-                if (fold_exp / "config.yaml").is_file():
-                    row_config, config_path = _load_yaml(fold_exp / "config.yaml"), fold_exp / "config.yaml"
+                fold = Path(metrics["folds"][0])
+                for fold_exp in (fold.parent.parent, exp_root.parent / fold.parent.parent):
+                    if (fold_exp / "config.yaml").is_file():
+                        row_config, config_path = _load_yaml(fold_exp / "config.yaml"), fold_exp / "config.yaml"
+                        break
+                    if (fold_exp / "probe.json").is_file():
+                        row_probe, config_path = _load_json(fold_exp / "probe.json"), fold_exp / "probe.json"
+                        break
             test_set = "cv" if d == exp_dir else d.name
-            rows.append(ResultRow(exp_dir.name, test_set, metrics, exp_dir, d, row_config, config_path))
-    return rows
+            row = ResultRow(exp_dir.name, test_set, metrics, exp_dir, d, row_config, config_path, probe=row_probe)
+            _describe(row)
+            rows.append(row)
+    return sorted(rows, key=ResultRow.sort_key)
 
 
 def _pct(x: Any) -> str:
@@ -325,32 +475,47 @@ def render_results_md(rows: list[ResultRow], recipe: str, root: str | Path, comm
     ]
     if rows:
         out += [
-            "| experiment | test set | benchmark | metric | ours | published (same setting) | mAUC | d' | "
-            "config | init checkpoint | scored at commit |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
+            "| experiment | kind | init | test set | benchmark | metric | ours | published (same setting) | mAUC | "
+            "d' | config | init checkpoint | scored at commit |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in rows:
             m = r.metrics
             data = r.config.get("data") or {}
             model = r.config.get("model") or {}
-            bench = guess_benchmark(recipe, str(data.get("train", "")), str(m.get("data", r.test_set)))
+            train = str(r.probe.get("train") or data.get("train", ""))
+            bench = guess_benchmark(recipe, train, str(m.get("data", r.test_set)))
             metric = BENCHMARK_METRIC.get(bench, r.main_metric) if bench else r.main_metric
             ours = _pct(m.get(metric))
             if r.is_cv and metric in (m.get("std") or {}):
                 ours += f" ± {100 * float(m['std'][metric]):.2f} ({m.get('num_folds')} folds)"
             paper = "-"
-            paper_row = paper_row_for(str(model.get("encoder_task", "")), str(model.get("init") or ""))
-            if bench and paper_row:
-                value = next(p.numbers.get(bench) for p in PAPER_RESULTS if p.model == paper_row)
-                paper = f"{value} ({paper_row})" if value is not None else "-"
+            # Published numbers are fine-tuning numbers of paper-size pre-trained encoders, on the
+            # paper's corpus and test protocol: only such a row gets one.
+            if r.kind == KINDS["finetune"] and r.init == INIT_PRETRAINED and official_protocol(bench, r.test_set, m):
+                paper_row = paper_row_for(str(model.get("encoder_task", "")), str(model.get("init") or ""), r.encoder_shape)
+                if paper_row:
+                    value = next(p.numbers.get(bench) for p in PAPER_RESULTS if p.model == paper_row)
+                    paper = f"{value} ({paper_row})" if value is not None else "-"
             config_path = rel(r.config_path) if r.config_path is not None else "-"
-            init = model.get("init") or "-"
+            init = r.init_checkpoint or "-"
             d_prime = m.get("d_prime")
             out.append(
-                f"| {r.tag} | {r.test_set} | {bench or '-'} | {metric} | {ours} | {paper} | {_pct(m.get('mAUC'))} | "
+                f"| {r.tag} | {r.kind} | {r.init} | {r.test_set} | {bench or '-'} | {metric} | {ours} | {paper} | "
+                f"{_pct(m.get('mAUC'))} | "
                 f"{d_prime if isinstance(d_prime, str) else ('-' if d_prime is None else f'{float(d_prime):.3f}')} | "
                 f"`{config_path}` | `{init}` | `{m.get('git_commit', 'unknown')}` |"
             )
+        out += [
+            "",
+            "kind: fine-tune (encoder and head trained), linear probe (a linear classifier on the frozen "
+            "encoder's mean-pooled layer, `audiossl.bin.probe`) or trivial baseline (a linear classifier on "
+            "each clip's log-mel mean and standard deviation). init: pre-trained encoder, or random (scratch): "
+            "the same architecture from random weights, the control that shows what pre-training adds. "
+            "A published number is shown only in the paper's setting: a fine-tuned pre-trained encoder of the "
+            f"papers' size ({PAPER_ENCODER[0]} layers x {PAPER_ENCODER[1]}), on the paper recipe's corpus and "
+            "test protocol (AudioSet eval, the mean of ESC-50's 5 folds, the SPC-2 test list).",
+        ]
     else:
         out.append("No scored experiments yet: run the scoring stage first.")
     out += [

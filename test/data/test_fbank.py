@@ -76,7 +76,26 @@ def test_stats_accumulator_matches_numpy(tmp_path):
     write_stats(stats, tmp_path / "stats.json")
     assert read_stats(tmp_path / "stats.json") == stats
     assert set(json.loads((tmp_path / "stats.json").read_text())) == {
-        "mean", "std", "num_frames", "mean_per_bin", "std_per_bin"}
+        "mean", "std", "num_frames", "mean_per_bin", "std_per_bin", "num_silent_frames"}
+
+
+@pytest.mark.parametrize("kind", ["beats", "eat"])
+def test_stats_leave_out_digital_silence(kind):
+    """A clip zero-padded with silence (as ESC-50's) gives the statistics of the clip alone."""
+    tone = torch.from_numpy(np.asarray(noisy_tone(16000, seed=3), dtype=np.float32).reshape(-1))
+    padded = torch.cat([tone, torch.zeros(24000)])
+    alone, with_pad = StatsAccumulator(), StatsAccumulator()
+    alone.add(compute_fbank(tone, kind))
+    feats = compute_fbank(padded, kind)
+    with_pad.add(feats)
+    a, b = alone.result(), with_pad.result()
+    assert b.num_silent_frames >= 140  # 1.5 s of zeros, less the frames that overlap the tone
+    assert a.num_silent_frames == 0
+    assert b.num_frames + b.num_silent_frames == feats.shape[0]
+    assert b.mean == pytest.approx(a.mean, abs=0.05) and b.std == pytest.approx(a.std, abs=0.05)
+    everything = StatsAccumulator(skip_silence=False)
+    everything.add(feats)
+    assert everything.result().mean < a.mean - 2  # the log floor of silence would drag it down
 
 
 def make_data(tmp_path, corrupt: bool = False):

@@ -202,14 +202,17 @@ def test_make_results_writes_results_md_and_plots(recipe, monkeypatch):
     assert make_results_cli.main(["--exp", "exp", "--out", "RESULTS.md", "--recipe", "esc50"]) == 0
     text = (recipe / "RESULTS.md").read_text()
     metrics = json.loads((out / "metrics.json").read_text())
-    row = next(ln for ln in text.splitlines() if ln.startswith("| finetune_tiny | test |"))
-    assert f"| {100 * metrics['acc']:.2f} |" in row and "ESC-50" in row
+    row = next(ln for ln in text.splitlines() if ln.startswith("| finetune_tiny | fine-tune | pre-trained | test |"))
+    assert f"| {100 * metrics['acc']:.2f} |" in row and "| ESC-50 | acc |" in row
     assert "`exp/finetune_tiny/config.yaml`" in row and "exp/pretrain/model.pt" in row
-    cv_row = next(ln for ln in text.splitlines() if ln.startswith("| finetune_tiny_cv | cv |"))
-    assert "75.00 ± 35.36 (2 folds)" in cv_row
-    # The CV average takes its provenance from its first fold; an EAT encoder is compared with EAT's number.
-    assert "96.0 (EAT-base (10 epochs))" in cv_row and "`exp/finetune_tiny_fold1/config.yaml`" in cv_row
-    assert "`../audioset/exp/eat_pretrain/model.pt`" in cv_row
+    cv_row = next(ln for ln in text.splitlines() if ln.startswith("| finetune_tiny_cv | fine-tune | pre-trained | cv |"))
+    assert "| 75.00 ± 35.36 (2 folds) |" in cv_row
+    # The CV average takes its provenance from its first fold.
+    assert "`exp/finetune_tiny_fold1/config.yaml`" in cv_row and "`../audioset/exp/eat_pretrain/model.pt`" in cv_row
+    # Not the paper's setting (2 folds, an encoder of unknown size): no published number beside it.
+    assert cv_row.split(" | ")[7] == "-" and row.split(" | ")[7] == "-"
+    lines = text.splitlines()
+    assert lines.index(row) < lines.index(next(ln for ln in lines if ln.startswith("| finetune_tiny_fold1 |"))) < lines.index(cv_row)
     assert "| EAT-base (10 epochs) | 48.6 | 40.3 | 96.0 | 98.3 |" in text
     assert "| BEATs iter3 | 48.0 | 38.3 | 95.6 | 98.3 |" in text
     for name in ("per_class_ap_test.png", "confusion_test.png"):
@@ -226,3 +229,94 @@ def test_cli_help_and_usage_errors(capsys):
         assert "Usage:" in capsys.readouterr().out
     assert score_cli.main(["--out", "x"]) == 2  # neither --model/--data nor --cv
     assert "give --model and --data" in capsys.readouterr().err
+
+
+PAPER_EAT = {"embed_dim": 768, "depth": 12, "num_heads": 12}
+TINY_EAT = {"embed_dim": 32, "depth": 2, "num_heads": 4}
+
+
+def _finetune_exp(root, tag, init, encoder_task, encoder, train, set_name="test", hits=4):
+    fold_dir(root / "exp" / tag / "scores" / set_name, hits, 0)
+    (root / "exp" / tag / "config.yaml").write_text(json.dumps(
+        {"task": "finetune", "model": {"init": init, "encoder_task": encoder_task, "encoder": encoder},
+         "data": {"train": train}}))
+
+
+def _cv(root, tag, folds):
+    dirs = [str(root / "exp" / f"{tag}_fold{k}" / "scores" / f"fold{k}_test") for k in folds]
+    assert score_cli.main(["--cv", *dirs, "--out", str(root / "exp" / f"{tag}_cv")]) == 0
+
+
+def _published(text, tag, test_set):
+    row = next(ln for ln in text.splitlines() if ln.startswith(f"| {tag} |") and f"| {test_set} |" in ln)
+    return row.split(" | ")[7]
+
+
+def test_published_numbers_only_in_the_papers_setting(tmp_path):
+    from audiossl.score.results import collect_results, render_results_md
+
+    # ESC-50: a paper-size EAT, 5 folds -> EAT's number; 2 folds, a tiny encoder, a scratch control or
+    # a linear probe of the same model -> none.
+    esc = tmp_path / "esc50"
+    for tag, enc, init, folds in (("finetune_eat", PAPER_EAT, "../audioset/exp/eat_pretrain/model.pt", 5),
+                                  ("finetune_eatfew", PAPER_EAT, "../audioset/exp/eat_pretrain/model.pt", 2),
+                                  ("finetune_tiny", TINY_EAT, "../audioset/exp/eat_pretrain/model.pt", 5),
+                                  ("finetune_eat_scratch", PAPER_EAT, None, 5)):
+        for k in range(1, folds + 1):
+            _finetune_exp(esc, f"{tag}_fold{k}", init, "eat_pretrain", enc, f"dump/fbank_eat/fold{k}/train", f"fold{k}_test")
+        _cv(esc, tag, range(1, folds + 1))
+    for k in range(1, 6):
+        fold_dir(esc / "exp" / f"probe_eat_fold{k}" / "scores" / f"fold{k}_test", 4, k)
+        (esc / "exp" / f"probe_eat_fold{k}" / "probe.json").write_text(json.dumps(
+            {"method": "linear_probe", "model": "../audioset/exp/eat_pretrain/model.pt", "random_init": False,
+             "encoder_task": "eat_pretrain", "encoder": {"num_layers": 12, "embed_dim": 768},
+             "train": f"dump/fbank_eat/fold{k}/train"}))
+    _cv(esc, "probe_eat", range(1, 6))
+    text = render_results_md(collect_results(esc / "exp"), "esc50", esc, commit="abc")
+    assert _published(text, "finetune_eat_cv", "cv") == "96.0 (EAT-base (10 epochs))"
+    assert _published(text, "finetune_eat_fold1", "fold1_test") == "-"  # one fold is not the protocol
+    assert _published(text, "finetune_eatfew_cv", "cv") == "-"
+    assert _published(text, "finetune_tiny_cv", "cv") == "-"  # a 2 x 32 encoder
+    assert _published(text, "finetune_eat_scratch_cv", "cv") == "-"
+    assert "| random (scratch) | cv |" in next(ln for ln in text.splitlines() if ln.startswith("| finetune_eat_scratch_cv |"))
+    assert _published(text, "probe_eat_cv", "cv") == "-"
+    # the same paper-size model in the mini recipe (another corpus): no benchmark, no number
+    mini = render_results_md(collect_results(esc / "exp"), "mini", esc, commit="abc")
+    assert "96.0 (EAT" not in mini.split("## Published numbers")[0]
+
+    # AudioSet: BEATs round 2, paper size, AS-20K on eval -> BEATs iter2's number; another test set -> none.
+    aus = tmp_path / "audioset"
+    beats = {"encoder": {"encoder_layers": 12, "encoder_embed_dim": 768, "embed_dim": 512}, "tokenizer": None}
+    _finetune_exp(aus, "finetune_beats", "exp/beats_ssl_r2/model.pt", "beats_ssl", beats,
+                  "dump/fbank_beats/balanced_train", "eval")
+    fold_dir(aus / "exp" / "finetune_beats" / "scores" / "eval_small", 4, 0)
+    small = {"encoder": {"encoder_layers": 2, "encoder_embed_dim": 64, "embed_dim": 32}}
+    _finetune_exp(aus, "finetune_beatsmall", "exp/beats_ssl_r2/model.pt", "beats_ssl", small,
+                  "dump/fbank_beats/balanced_train", "eval")
+    text = render_results_md(collect_results(aus / "exp"), "audioset", aus, commit="abc")
+    assert _published(text, "finetune_beats", "eval") == "38.3 (BEATs iter2)"
+    assert "| AS-20K | mAP |" in next(ln for ln in text.splitlines() if ln.startswith("| finetune_beats |"))
+    assert _published(text, "finetune_beats", "eval_small") == "-"
+    assert _published(text, "finetune_beatsmall", "eval") == "-"
+
+
+def test_benchmark_and_paper_row_rules():
+    from audiossl.score.results import encoder_shape, guess_benchmark, official_protocol, paper_row_for
+
+    assert guess_benchmark("esc50", "dump/fbank_eat/fold1/train", "dump/fbank_eat/fold1/test") == "ESC-50"
+    assert guess_benchmark("spc2", "dump/fbank_eat/train", "dump/fbank_eat/test") == "SPC-2"
+    assert guess_benchmark("audioset", "dump/fbank_eat/balanced_train", "dump/fbank_eat/eval") == "AS-20K"
+    assert guess_benchmark("audioset", "dump/fbank_eat/unbalanced_train", "dump/fbank_eat/eval") == "AS-2M"
+    assert guess_benchmark("audioset", "dump/fbank_eat/train_as2m", "dump/fbank_eat/eval") == "AS-2M"
+    assert guess_benchmark("mini", "dump/fbank_eat/train", "dump/fbank_eat/eval") is None
+    assert guess_benchmark("rescue", "dump/fbank_eat/train", "dump/fbank_eat/test") is None  # no "esc" substring match
+    assert official_protocol("ESC-50", "cv", {"kind": "cv", "num_folds": 5})
+    assert not official_protocol("ESC-50", "cv", {"kind": "cv", "num_folds": 4})
+    assert not official_protocol("ESC-50", "fold1_test", {})
+    assert official_protocol("AS-20K", "eval", {}) and not official_protocol("AS-20K", "test", {})
+    assert official_protocol("SPC-2", "test", {}) and not official_protocol("SPC-2", "valid", {})
+    assert encoder_shape(PAPER_EAT) == (12, 768) and encoder_shape({"encoder": {"encoder_layers": 12}}) is None
+    assert encoder_shape({"encoder": {"encoder_layers": 12, "encoder_embed_dim": 768, "embed_dim": 512}}) == (12, 768)
+    assert paper_row_for("eat_pretrain", "x", (12, 768)) == "EAT-base (10 epochs)"
+    assert paper_row_for("beats_ssl", "exp/beats_ssl_r1/model.pt", (12, 768)) == "BEATs iter1"
+    assert paper_row_for("eat_pretrain", "x", (2, 32)) is None and paper_row_for("eat_pretrain", "x", None) is None
