@@ -179,7 +179,9 @@ class FeatsDataset(Dataset):
         return len(self.label_names)
 
     def data_info(self) -> DataInfo:
-        return DataInfo(num_classes=self.num_classes, feat_dim=self.feat_dim, label_names=list(self.label_names))
+        multi = sum(len(labs) > 1 for labs in self.labels) if self.labels is not None else 0
+        return DataInfo(num_classes=self.num_classes, feat_dim=self.feat_dim, label_names=list(self.label_names),
+                        multi_label_clips=multi, source=str(self.dump_dir))
 
     def lengths(self) -> list[int]:
         """Clip lengths in frames for length-aware batching: from utt2dur when present (approximate),

@@ -55,6 +55,8 @@ class DataInfo:
     num_classes: int = 0  # from labels.txt; 0 for unlabelled pre-training data
     feat_dim: int = 128
     label_names: list[str] = field(default_factory=list)
+    multi_label_clips: int = 0  # clips of the train set with more than one label (utt2label)
+    source: str = ""  # where the data came from (the train dump dir), for messages
 
 
 class AbsTrainModel(nn.Module):

@@ -58,6 +58,9 @@ class FinetuneConfig:
     Encoder source:
         init: a model.pt to start from (pre-trained, or a ``finetune`` one); None: a randomly
             initialised encoder from ``encoder_task`` + ``encoder`` (supervised from scratch).
+        init_weights: load the weights of ``init``; false takes only its architecture (task and
+            encoder config) and leaves the encoder randomly initialised: the from-scratch control of
+            a pre-trained run, the same model and recipe without the pre-training.
         encoder_task: the task whose ``build_encoder`` makes the encoder; filled in from ``init``.
         encoder: that task's ModelConfig fields; filled in from ``init``.
         encoder_overrides: changes to ``encoder`` before the encoder is built, dotted keys into it
@@ -100,6 +103,7 @@ class FinetuneConfig:
     """
 
     init: str | None = None
+    init_weights: bool = True
     encoder_task: str | None = None
     encoder: dict[str, Any] | None = None
     encoder_overrides: dict[str, Any] = field(default_factory=dict)
@@ -453,6 +457,12 @@ def _check_config(cfg: FinetuneConfig) -> None:
         bad("init", "is required (a model.pt), unless model.encoder_task and model.encoder describe an encoder to train from scratch")
 
 
+def _init_description(cfg: FinetuneConfig) -> str:
+    if cfg.init is None:
+        return "random init"
+    return cfg.init if cfg.init_weights else f"architecture of {cfg.init}, random init"
+
+
 @register_task(TASK_NAME)
 class FinetuneTask(AbsTask):
     ModelConfig = FinetuneConfig
@@ -471,6 +481,14 @@ class FinetuneTask(AbsTask):
         if model_cfg.num_classes not in (0, num_classes):
             raise ValueError(f"model.num_classes is {model_cfg.num_classes} but the data have {num_classes} classes")
         label_names = list(data_info.label_names) or [str(i) for i in range(num_classes)]
+        if data_info.multi_label_clips and not model_cfg.is_multi_label:
+            raise ValueError(
+                f"{data_info.source or 'the train set'}: {data_info.multi_label_clips} clips have more than one "
+                f"label (utt2label), but this config is single-label (model.loss {model_cfg.loss!r}, model.multi_label "
+                f"{model_cfg.multi_label}): a softmax would split each clip's target between its labels and "
+                "accuracy would count any of them as right; use a multi-label config (model.loss bce, "
+                "model.multi_label true, scored by mAP), or give each clip one label"
+            )
 
         obj = None
         if model_cfg.init is not None:
@@ -488,13 +506,13 @@ class FinetuneTask(AbsTask):
 
         model_cfg.encoder_task, model_cfg.encoder, model_cfg.num_classes = task_name, enc_resolved, num_classes
         model = FinetuneModel(model_cfg, encoder, task_name, enc_resolved, num_classes, label_names)
-        if obj is not None:
+        if obj is not None and model_cfg.init_weights:
             load_init_weights(model, obj, model_cfg)
         n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
         n_all = sum(p.numel() for p in model.parameters())
         logger.info(
             "finetune: %s encoder (%s) + %s pooling -> %d classes; %.2fM parameters, %.2fM trainable",
-            task_name, model_cfg.init or "random init", model_cfg.pooling, num_classes, n_all / 1e6, n_train / 1e6,
+            task_name, _init_description(model_cfg), model_cfg.pooling, num_classes, n_all / 1e6, n_train / 1e6,
         )
         return model
 

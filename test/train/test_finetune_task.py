@@ -452,3 +452,28 @@ def test_every_finetune_config_loads(repo_root):
         assert cfg.model.head_norm == eat, path
         if cfg.model.gain:  # gain works in raw log-mel power: it needs the data normalisation
             assert (cfg.model.aug_norm_mean, cfg.model.aug_norm_std) == (cfg.data.norm_mean, cfg.data.norm_std), path
+
+
+def test_init_weights_false_keeps_the_architecture_with_random_weights(tmp_path):
+    state = make_pretrained(tmp_path / "pre.pt")
+    torch.manual_seed(5)
+    scratch_cfg = FinetuneConfig(init=str(tmp_path / "pre.pt"), init_weights=False, pooling="cls", head_norm=True)
+    scratch = build(scratch_cfg)
+    pre = build(FinetuneConfig(init=str(tmp_path / "pre.pt"), pooling="cls", head_norm=True))
+    assert scratch.state_dict().keys() == pre.state_dict().keys()
+    assert scratch_cfg.encoder == dataclasses.asdict(TinyConfig())  # the file's architecture
+    assert not torch.equal(scratch.encoder.state_dict()["patch_embed.weight"], state["encoder.patch_embed.weight"])
+    torch.manual_seed(5)
+    again = build(FinetuneConfig(init=str(tmp_path / "pre.pt"), init_weights=False, pooling="cls", head_norm=True))
+    for k, v in scratch.state_dict().items():  # seeded: the control is reproducible
+        assert torch.equal(v, again.state_dict()[k]), k
+
+
+def test_single_label_config_on_multi_label_data_is_refused(tmp_path):
+    make_pretrained(tmp_path / "pre.pt")
+    data = DataInfo(num_classes=3, feat_dim=12, label_names=["c0", "c1", "c2"], multi_label_clips=4,
+                    source="dump/fbank_eat/train")
+    with pytest.raises(ValueError, match=r"dump/fbank_eat/train: 4 clips have more than one label \(utt2label\).*model.loss bce"):
+        get_task("finetune").build_model(FinetuneConfig(init=str(tmp_path / "pre.pt"), loss="ce"), data)
+    model = get_task("finetune").build_model(FinetuneConfig(init=str(tmp_path / "pre.pt"), loss="bce"), data)
+    assert model.multi_label
