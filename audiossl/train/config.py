@@ -64,6 +64,11 @@ class OptimConfig:
     decay_norm_and_bias: bool = False  # False: 1-D parameters and biases get no weight decay
     warmup_updates: int = 0  # LR rises linearly from 0 to lr over these updates
     max_updates: int = 1000  # training length; cosine reaches min_lr here; 0: validate and export only
+    # Lengths in epochs of the train set instead (> 0 wins over the *_updates above): the trainer
+    # sets max_updates = round(max_epochs x updates per epoch), at least 1, and likewise warm-up, so
+    # one config trains a 300-clip corpus and a 30,000-clip one for the same number of passes.
+    max_epochs: float = 0.0
+    warmup_epochs: float = 0.0
     min_lr: float = 0.0
     layer_decay: float = 1.0  # layer-wise LR decay: lr x layer_decay^(num_layers + 1 - layer_id)
     clip_norm: float = 0.0  # gradient clipping by global norm; 0: no clipping (the norm is still logged)

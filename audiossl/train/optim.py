@@ -73,6 +73,26 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     return opt
 
 
+def resolve_epoch_schedule(cfg: OptimConfig, updates_per_epoch: int) -> None:
+    """Turn ``max_epochs`` / ``warmup_epochs`` (when > 0) into ``max_updates`` / ``warmup_updates``
+    for a train set of ``updates_per_epoch`` updates, in place."""
+    assert updates_per_epoch > 0, f"updates_per_epoch must be positive, got {updates_per_epoch}"
+    if cfg.max_epochs < 0 or cfg.warmup_epochs < 0:
+        raise ValueError(f"optim.max_epochs and optim.warmup_epochs must be >= 0 (got {cfg.max_epochs}, {cfg.warmup_epochs})")
+    if cfg.max_epochs > 0:
+        cfg.max_updates = max(1, round(cfg.max_epochs * updates_per_epoch))
+    if cfg.warmup_epochs > 0:
+        cfg.warmup_updates = max(1, round(cfg.warmup_epochs * updates_per_epoch))
+    if cfg.max_epochs > 0 or cfg.warmup_epochs > 0:
+        logger.info(
+            "schedule in epochs: %g epochs (warm-up %g) of %d updates = %d updates (warm-up %d)",
+            cfg.max_epochs, cfg.warmup_epochs, updates_per_epoch, cfg.max_updates, cfg.warmup_updates,
+        )
+    if cfg.warmup_updates > cfg.max_updates > 0:
+        logger.warning("optim: warm-up (%d updates) is longer than training (%d updates): the LR never peaks",
+                       cfg.warmup_updates, cfg.max_updates)
+
+
 def lr_at(n: int, cfg: OptimConfig) -> float:
     """The peak-scaled learning rate of the n-th update (n = 1..max_updates; see module docstring)."""
     warmup, total = cfg.warmup_updates, cfg.max_updates

@@ -63,7 +63,7 @@ from audiossl.train.config import TrainConfig, config_to_dict, save_config
 from audiossl.train.distributed import DistContext, DistInfo, detect_dist_env
 from audiossl.train.ema import WeightEMA
 from audiossl.train.logging import MetricsWriter, format_duration
-from audiossl.train.optim import WarmupCosineScheduler, build_optimizer
+from audiossl.train.optim import WarmupCosineScheduler, build_optimizer, resolve_epoch_schedule
 
 logger = logging.getLogger(__name__)
 
@@ -193,6 +193,7 @@ class Trainer:
             lengths=lengths,
             accum_grad=self.cfg.optim.accum_grad,
         )
+        resolve_epoch_schedule(self.cfg.optim, self.sampler.updates_per_epoch)
         self.train_loader = self._loader(self.train_set, self.sampler)
         self.valid_loader = None
         if d.valid is not None:

@@ -97,3 +97,19 @@ def test_layer_id_out_of_range_is_an_error():
 
     with pytest.raises(AssertionError, match="layer_id"):
         param_groups(Bad(), OptimConfig(layer_decay=0.9))
+
+
+def test_epoch_schedule_sets_updates_from_the_train_set():
+    from audiossl.train.optim import resolve_epoch_schedule
+
+    cfg = OptimConfig(max_updates=1000, warmup_updates=100, max_epochs=30, warmup_epochs=2.5)
+    resolve_epoch_schedule(cfg, updates_per_epoch=7)
+    assert (cfg.max_updates, cfg.warmup_updates) == (210, 18)  # round(17.5) = 18
+    cfg = OptimConfig(max_updates=1000, warmup_updates=100)  # no epochs: the update counts stay
+    resolve_epoch_schedule(cfg, updates_per_epoch=7)
+    assert (cfg.max_updates, cfg.warmup_updates) == (1000, 100)
+    cfg = OptimConfig(max_epochs=0.01, warmup_epochs=0.01)
+    resolve_epoch_schedule(cfg, updates_per_epoch=3)
+    assert (cfg.max_updates, cfg.warmup_updates) == (1, 1)  # never zero: zero means "export only"
+    with pytest.raises(ValueError, match="max_epochs and optim.warmup_epochs must be >= 0"):
+        resolve_epoch_schedule(OptimConfig(max_epochs=-1), updates_per_epoch=3)
