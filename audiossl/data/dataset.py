@@ -23,12 +23,13 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from audiossl.data.fbank import FeatureNorm
+from audiossl.data.fbank import FeatureNorm, digital_silence_frames
 from audiossl.tasks.abs_task import DataInfo
 
 logger = logging.getLogger(__name__)
 
 FRAME_SHIFT_S = 0.01  # 10 ms frames (both front ends)
+CROPS = ("random", "active", "start")
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,7 +110,9 @@ class FeatsDataset(Dataset):
     Args:
         dump_dir: directory with feats.scp (and optionally utt2label, labels.txt, utt2dur).
         target_frames: clips longer than this are cropped to it; None keeps whole clips.
-        crop: "random" (a window chosen by the clip's seed) or "start" (keep the first frames).
+        crop: "random" (a window chosen by the clip's seed), "active" (likewise, among the windows
+            with the most frames that are not digital silence: a zero-padded clip, as a third of
+            ESC-50's, is not cropped to its padding) or "start" (keep the first frames).
         label_names: the label tokens defining target indices (the training set's, so that a
             validation set maps labels the same way); None reads ``<dump_dir>/labels.txt``.
 
@@ -125,7 +128,7 @@ class FeatsDataset(Dataset):
         crop: str = "random",
         label_names: Sequence[str] | None = None,
     ):
-        assert crop in ("random", "start"), f"crop must be 'random' or 'start', got {crop!r}"
+        assert crop in CROPS, f"crop must be one of {CROPS}, got {crop!r}"
         self.dump_dir = Path(dump_dir)
         self.target_frames = target_frames
         self.crop = crop
@@ -206,12 +209,23 @@ class FeatsDataset(Dataset):
             if self.crop == "random":
                 rng = np.random.default_rng(seed)
                 start = int(rng.integers(0, T - self.target_frames + 1))
+            elif self.crop == "active":
+                start = active_crop_start(feats.numpy(), self.target_frames, np.random.default_rng(seed))
             feats = feats[start : start + self.target_frames]
         targets = None
         if self.labels is not None:
             targets = torch.zeros(self.num_classes, dtype=torch.float32)
             targets[self.labels[i]] = 1.0
         return {"utt_id": self.utt_ids[i], "feats": feats, "targets": targets}
+
+
+def active_crop_start(feats: np.ndarray, target_frames: int, rng: np.random.Generator) -> int:
+    """A random start among the crops of ``target_frames`` frames of a (T, F) raw log-mel clip that
+    hold the most frames of sound (not digital silence); any start when the clip is all silence."""
+    sound = ~digital_silence_frames(feats)  # (T,)
+    counts = np.convolve(sound.astype(np.int64), np.ones(target_frames, dtype=np.int64), mode="valid")  # (T - W + 1,)
+    best = np.flatnonzero(counts == counts.max())
+    return int(best[rng.integers(0, len(best))])
 
 
 class Collator:

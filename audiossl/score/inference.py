@@ -7,6 +7,9 @@ A clip is scored the way the model was trained to see it:
   into windows of W frames starting at 0, hop, 2 hop, ... plus one window ending at the last frame
   (so every frame is covered), and the window scores are averaged (``reduce: mean``) or max-pooled
   (``reduce: max``). Window scores are probabilities (sigmoid or softmax), so the result stays one.
+  Windows made only of digital silence (an ESC-50 clip's zero padding, see
+  ``audiossl.data.fbank.digital_silence_frames``) are left out when the clip has any other window:
+  the model never learnt a class from silence, and training crops avoid it (``data.crop: active``).
 * ``window_frames`` 0 (or a model trained with ``target_frames: null``): whole clips, padded to the
   longest clip of the batch, with the padding mask (BEATs' variable-length path).
 
@@ -27,7 +30,7 @@ import numpy as np
 import torch
 
 from audiossl.data.datadir import read_kv, read_labels
-from audiossl.data.fbank import FeatureNorm
+from audiossl.data.fbank import FeatureNorm, digital_silence_frames
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +69,14 @@ def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
     if starts[-1] != last:
         starts.append(last)
     return starts
+
+
+def active_windows(raw: np.ndarray, starts: list[int], window: int) -> np.ndarray:
+    """(K,) bool: which windows of a (T, F) raw log-mel clip hold anything but digital silence;
+    all of them when none does (a silent clip is still scored)."""
+    silent = digital_silence_frames(raw)  # (T,)
+    keep = np.array([not silent[s : s + window].all() for s in starts], dtype=bool)
+    return keep if keep.any() else np.ones(len(starts), dtype=bool)
 
 
 def resolve_norm(
@@ -192,9 +203,13 @@ def score_dump_dir(
     hop = hop_frames or max((window_frames or 0) // 2, 1)
     if windowed:
         for n, utt in enumerate(utt_ids):
-            x = _normalised(feats[utt], norm)  # (T, F)
+            raw = feats[utt]
+            x = _normalised(raw, norm)  # (T, F)
             T = x.shape[0]
-            for s in window_starts(T, window_frames, hop):
+            starts = window_starts(T, window_frames, hop)
+            for s, keep in zip(starts, active_windows(raw, starts, window_frames)):
+                if not keep:
+                    continue
                 win = x[s : s + window_frames]
                 pending.append((n, win, win.shape[0]))
                 if len(pending) == batch_size:

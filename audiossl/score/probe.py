@@ -8,7 +8,7 @@ Features of a clip (one fixed-size vector per clip and layer):
 
   - ``window_frames`` W given and T > W: the windows scoring uses (``audiossl.score.inference.
     window_starts``: W frames at 0, W/2, W, ... and one ending at the last frame), their embeddings
-    averaged;
+    averaged, windows of digital silence left out as scoring leaves them out;
   - T <= W (or no W: whole clips) in one piece. With ``pad_to_window`` (the default for encoders
     that take fixed-length input, EAT) a clip shorter than W is zero-padded in raw log-mel to W frames
     before normalisation and the padding mask is passed, exactly what fine-tuning's collator and
@@ -47,7 +47,7 @@ from torch import nn
 from audiossl.data.datadir import read_labels
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames, normalize
 from audiossl.models.beats.extract import same_length_batches
-from audiossl.score.inference import ScoreResult, read_targets, window_starts
+from audiossl.score.inference import ScoreResult, active_windows, read_targets, window_starts
 from audiossl.score.linear import DEFAULT_L2_GRID, DEFAULT_MAX_ITER, fit_linear, holdout_split, main_metric
 from audiossl.score.results import _write_json, git_commit, write_score_dir
 
@@ -174,21 +174,25 @@ def encoder_embeddings(
 
     for batch in same_length_batches(scp, batch_size):
         utts = [u for u, _ in batch]
-        x = normalize(torch.from_numpy(np.stack([np.asarray(a, dtype=np.float32) for _, a in batch])), norm)  # (B, T, F)
+        raw = [np.asarray(a, dtype=np.float32) for _, a in batch]
+        x = normalize(torch.from_numpy(np.stack(raw)), norm)  # (B, T, F)
         B, T, _ = x.shape
         if patch is not None and min(T, window or T) < patch and not pad_to_window:
             n_short += B
         starts = window_starts(T, window, max(window // 2, 1)) if window else [0]
+        # windows of digital silence are left out of a clip's mean, as scoring leaves them out
+        keep = np.stack([active_windows(r, starts, window) if window else np.ones(1, bool) for r in raw], axis=1)  # (K, B)
+        weight = torch.from_numpy(keep.astype(np.float32))[:, :, None]  # (K, B, 1)
         # every window of every clip of the batch, window-major: (K * B, l, F), l = min(T, W)
         wins = torch.cat([x[:, s : s + window] for s in starts], dim=0) if window else x
         real = wins.shape[1]
         chunks = [forward(wins[i : i + batch_size], real, utts) for i in range(0, wins.shape[0], batch_size)]
         for k, layer in enumerate(wanted):
             per_window = torch.cat([c[k] for c in chunks], dim=0).reshape(len(starts), B, -1)  # (K, B, D)
-            mean = per_window.mean(dim=0).float().cpu().numpy()  # (B, D)
+            mean = ((per_window.float().cpu() * weight).sum(dim=0) / weight.sum(dim=0)).numpy()  # (B, D)
             for b, utt in enumerate(utts):
                 pooled.setdefault(utt, {})[layer] = mean[b]
-        n_windows += B * len(starts)
+        n_windows += int(keep.sum())
         if len(pooled) // LOG_EVERY != (len(pooled) - B) // LOG_EVERY:
             logger.info("%s: embedded %d of %d clips", dump_dir, len(pooled), len(order))
     missing = [u for u in order if u not in pooled]

@@ -46,7 +46,8 @@ class DataConfig:
     norm_mean: float | None = None  # None: "mean" of <train>/stats.json
     norm_std: float | None = None  # None: "std" of <train>/stats.json
     target_frames: int | None = None  # crop/zero-pad every clip to this; None: pad to the batch's longest
-    crop: Literal["random", "start"] = "random"  # training crop of clips longer than target_frames
+    crop: Literal["random", "active", "start"] = "random"  # training crop of clips longer than target_frames
+    # (active: random among the crops with the most frames that are not digital silence)
     batch_size: int = 8  # clips per process per forward pass
     num_workers: int = 2  # DataLoader worker processes per training process
     weighted_sampler: bool = False  # label-balanced sampling with replacement (AudioSet)

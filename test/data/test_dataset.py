@@ -92,3 +92,20 @@ def test_norm_from_config_or_stats(tmp_path):
     assert resolve_norm(d, -4.268, 4.569) == FeatureNorm(-4.268, 4.569)
     with pytest.raises(FileNotFoundError, match="stats.json"):
         resolve_norm(tmp_path, None, None)
+
+
+def test_active_crop_avoids_digital_silence(tmp_path):
+    """crop: active picks among the windows with the most sound; a zero-padded clip is not cropped
+    to its padding (flat frames at the log floor), but still at random among equal windows."""
+    d = tmp_path / "d"
+    d.mkdir()
+    sound = np.arange(30, dtype=np.float32)[:, None] + np.arange(4, dtype=np.float32)[None, :]  # bin 0 of frame t: t
+    floor = np.full((70, 4), -15.9424, dtype=np.float32)  # log(FLT_EPSILON): zero samples
+    with kaldiio.WriteHelper(f"ark,scp:{d}/feats.ark,{d}/feats.scp") as w:
+        w["u0"] = np.concatenate([sound, floor])  # 30 frames of sound, then 70 of padding
+    ds = FeatsDataset(d, target_frames=20, crop="active")
+    starts = {int(ds[(0, s)]["feats"][0, 0]) for s in range(40)}
+    assert starts == set(range(11)), starts  # every window inside the 30 frames of sound, none over the padding
+    rnd = FeatsDataset(d, target_frames=20, crop="random")
+    padded = sum(bool((rnd[(0, s)]["feats"] < -15).all()) for s in range(40))
+    assert padded > 10  # a plain random crop often holds nothing but padding

@@ -102,3 +102,19 @@ def test_resolve_norm_order(tmp_path, monkeypatch):
     assert resolve_norm({"data": {"train": "dump", "norm_mean": None, "norm_std": None}}) == FeatureNorm(-5.0, 6.0)
     with pytest.raises(ValueError, match="--norm-mean"):
         resolve_norm({"data": {"train": "missing"}}, where="m.pt")
+
+
+def test_windows_of_digital_silence_are_not_scored(tmp_path):
+    d = tmp_path / "d"
+    d.mkdir()
+    x = np.zeros((260, 4), dtype=np.float32)
+    x[:, 0] = np.arange(260) + 2.0
+    x[120:] = -15.9424  # zero-padded audio from frame 120 on: flat at the log floor
+    silent = np.full((150, 4), -15.9424, dtype=np.float32)
+    with kaldiio.WriteHelper(f"ark,scp:{d / 'feats.ark'},{d / 'feats.scp'}") as w:
+        w("a_padded", x)
+        w("b_silent", silent)
+    res = score_dump_dir(Probe(), d, ["a", "b", "c", "d"], NORM, window_frames=100, hop_frames=50)
+    # windows at 0 and 50 hold sound; 100 holds 20 frames of it; 150 and 160 are all padding
+    assert res.num_windows.tolist() == [3, 2]  # a clip of nothing but silence keeps all its windows
+    np.testing.assert_allclose(res.scores[0][0], np.mean([0, 50, 100]))
