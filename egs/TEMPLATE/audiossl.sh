@@ -7,9 +7,11 @@
 #  2  fbank features         utils/make_fbank.sh per model kind -> dump/fbank_<kind>/<set>/
 #  3  BEATs rounds 1..N      tokenizer r, then SSL model r      -> exp/beats_tok_r<r>/, exp/beats_ssl_r<r>/
 #  4  EAT pre-training                                          -> exp/eat_pretrain/
-#  5  fine-tuning            one per model (and per fold)        -> exp/finetune_<model>[_fold<k>]/
+#  5  fine-tuning            one per model, init (and fold)      -> exp/finetune_<model>[_scratch][_fold<k>]/
 #  6  scoring                each fine-tuned model, each test set -> exp/finetune_*/scores/<set>/
-#  7  results                RESULTS.md and plots
+#  7  linear probes          frozen encoders, and the log-mel     -> exp/probe_<model>[_scratch]/scores/<set>/,
+#                            statistics baseline                     exp/baseline_logmel/scores/<set>/
+#  8  results                RESULTS.md and plots
 set -euo pipefail
 
 log() {
@@ -23,7 +25,7 @@ SECONDS=0
 stage=1               # first stage to run
 stop_stage=10000      # last stage to run
 nj=4                  # parallel jobs for feature extraction and scoring
-ngpu=0                # GPUs per training job (0 = CPU)
+ngpu=auto             # GPUs per training job: 0 = CPU; auto = 1 when this machine has a GPU, else 0
 nproc=1               # training processes on CPU (gloo DDP) when ngpu=0
 skip_bad=false        # drop unreadable audio (listed in dump/*/<set>/bad_utts) instead of failing
 local_data_opts=""    # options passed to local/data.sh
@@ -32,7 +34,8 @@ local_data_opts=""    # options passed to local/data.sh
 train_set=train       # training set (fine-tuning; and pre-training unless pretrain_set is set)
 valid_set=dev         # validation set
 test_sets="test"      # sets to score
-pretrain_set=""       # set used for self-supervised pre-training (default: train_set)
+pretrain_set=""       # set used for self-supervised pre-training (default: train_set); one set, no {fold}
+pretrain_valid_set="" # set validating pre-training (default: valid_set, {fold} as the first fold)
 folds=""              # cross-validation folds, e.g. "1 2 3 4 5": {fold} in set names is replaced
 
 # Pre-training
@@ -49,10 +52,17 @@ pretrain_args=""              # extra --section.key value options for every pre-
 # Fine-tuning and scoring
 finetune_models="beats eat"   # encoders to fine-tune (stage 5)
 finetune_config="conf/finetune_{model}.yaml"  # {model} is replaced by beats/eat
+finetune_init=pretrained      # "pretrained", "random" (from-scratch control: the same architecture and
+                              # config, random weights, exp/finetune_<model>_scratch) or both
 pretrained=""                 # a model.pt (ours or imported) to fine-tune instead of our pre-training
 pretrain_exp=exp              # where the pre-trained exp dirs are (e.g. ../audioset/exp for ESC-50)
 finetune_args=""              # extra --section.key value options for every fine-tuning run
 score_args=""                 # extra options for audiossl.bin.score
+
+# Linear probes and the trivial baseline (stage 7)
+probe_models=""               # frozen encoders to probe: beats, eat (default: the fine-tuned models)
+probe_args=""                 # extra options for audiossl.bin.probe
+baseline=true                 # also score log-mel mean/std statistics + a linear classifier
 
 help_message=$(cat <<EOF_HELP
 Usage: $0 [options]
@@ -62,14 +72,15 @@ Options (defaults in brackets):
   --stage N                  first stage to run [${stage}]
   --stop-stage N             last stage to run [${stop_stage}]
   --nj N                     parallel jobs for features and scoring [${nj}]
-  --ngpu N                   GPUs per training job, 0 = CPU [${ngpu}]
+  --ngpu N|auto              GPUs per training job, 0 = CPU, auto = 1 if a GPU is here [${ngpu}]
   --nproc N                  training processes on CPU (gloo DDP) [${nproc}]
   --skip-bad true|false      drop unreadable audio instead of failing [${skip_bad}]
   --local-data-opts "..."    options for local/data.sh [${local_data_opts}]
   --train-set NAME           [${train_set}]
   --valid-set NAME           [${valid_set}]
   --test-sets "A B"          [${test_sets}]
-  --pretrain-set NAME        set for pre-training, default the train set [${pretrain_set}]
+  --pretrain-set NAME        set for pre-training (one set, no {fold}), default the train set [${pretrain_set}]
+  --pretrain-valid-set NAME  set validating pre-training, default the valid set (first fold) [${pretrain_valid_set}]
   --folds "1 2 ..."          cross-validation folds; {fold} in set names is replaced [${folds}]
   --pretrain-models "..."    self-supervised models to pre-train: beats, eat [${pretrain_models}]
   --beats-rounds N           BEATs iterations [${beats_rounds}]
@@ -81,10 +92,14 @@ Options (defaults in brackets):
   --pretrain-args "..."      extra --section.key value options for pre-training [${pretrain_args}]
   --finetune-models "..."    encoders to fine-tune: beats, eat [${finetune_models}]
   --finetune-config FILE     {model} is replaced by the model name [${finetune_config}]
+  --finetune-init "..."      pretrained, random (from-scratch control, exp/finetune_<model>_scratch) or both [${finetune_init}]
   --pretrained PATH          model.pt to fine-tune instead of our own pre-training [${pretrained}]
   --pretrain-exp DIR         where pre-trained exp dirs are, e.g. ../audioset/exp [${pretrain_exp}]
   --finetune-args "..."      extra options for fine-tuning [${finetune_args}]
   --score-args "..."         extra options for audiossl.bin.score [${score_args}]
+  --probe-models "..."       frozen encoders to probe, default the fine-tuned ones [${probe_models}]
+  --probe-args "..."         extra options for audiossl.bin.probe [${probe_args}]
+  --baseline true|false      log-mel statistics + linear classifier, the floor a model must clear [${baseline}]
 EOF_HELP
 )
 
@@ -102,8 +117,31 @@ fi
 . ./cmd.sh
 : "${train_cmd:?cmd.sh must set train_cmd}" "${cuda_cmd:?cmd.sh must set cuda_cmd}" "${feats_cmd:?cmd.sh must set feats_cmd}"
 
-[ -z "${pretrain_set}" ] && pretrain_set=${train_set}
 [ -z "${folds}" ] && fold_list="none" || fold_list=${folds}
+first_fold=${fold_list%% *}
+[ -z "${probe_models}" ] && probe_models=${finetune_models}
+[ -z "${pretrain_set}" ] && pretrain_set=${train_set}
+[ -z "${pretrain_valid_set}" ] && pretrain_valid_set=${valid_set//\{fold\}/${first_fold}}
+if [[ ${pretrain_set} == *"{fold}"* ]] && [ -n "${pretrain_models}" ]; then
+    log "Error: pre-training runs once, not per fold, but its set '${pretrain_set}' has {fold}" \
+        "(the default is the train set); pass --pretrain-set with one set, e.g. all (every clip, labels unused)" \
+        "or a set of unlabelled audio"
+    exit 2
+fi
+if [ "${ngpu}" = auto ]; then
+    ngpu=$(python3 -c 'import torch; print(min(torch.cuda.device_count(), 1))' 2>/dev/null || echo 0)
+    log "--ngpu auto: ${ngpu} (GPUs found on this machine; pass --ngpu N to choose)"
+fi
+if ! [[ ${ngpu} =~ ^[0-9]+$ ]]; then
+    log "Error: --ngpu must be a number of GPUs or auto, got '${ngpu}'"
+    exit 2
+fi
+for i in ${finetune_init}; do
+    case ${i} in
+        pretrained|random) ;;
+        *) log "Error: --finetune-init takes pretrained, random or both, got '${i}'"; exit 2 ;;
+    esac
+done
 
 # The fbank front end each model reads (design: BEATs and EAT fbank options differ).
 fbank_kind() {
@@ -121,7 +159,7 @@ fold_suffix() { [ "$1" = none ] && echo "" || echo "_fold$1"; }
 all_sets() {
     local f s
     for f in ${fold_list}; do
-        for s in ${pretrain_set} ${train_set} ${valid_set} ${test_sets}; do
+        for s in ${pretrain_set} ${pretrain_valid_set} ${train_set} ${valid_set} ${test_sets}; do
             fold_name "${s}" "${f}"
         done
     done | sort -u
@@ -172,15 +210,29 @@ fi
 if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     stage_now=2
     log "Stage 2: fbank features: data/<set> -> dump/fbank_<kind>/<set>"
+    mapfile -t sets < <(all_sets)
     for kind in $(needed_kinds); do
-        for s in $(all_sets); do
+        # Sets that share clips (ESC-50's folds, a pre-training set holding the others) are extracted
+        # once, as their union in dump/fbank_<kind>/_union; each set then takes its lines from it.
+        from_dump=()
+        if [ "${#sets[@]}" -gt 1 ]; then
+            union=dump/fbank_${kind}/_union
+            if [ ! -f "${union}/.done" ]; then
+                utils/combine_data.sh --shared-ids true "${union}/data_dir" "${sets[@]/#/data/}"
+                utils/make_fbank.sh --nj "${nj}" --cmd "${feats_cmd}" --kind "${kind}" \
+                    --skip-bad "${skip_bad}" "${union}/data_dir" "${union}"
+                touch "${union}/.done"
+            fi
+            from_dump=(--from-dump "${union}")
+        fi
+        for s in "${sets[@]}"; do
             out=dump/fbank_${kind}/${s}
             if [ -f "${out}/.done" ]; then
                 log "${out} is done: skipping"
                 continue
             fi
             utils/make_fbank.sh --nj "${nj}" --cmd "${feats_cmd}" --kind "${kind}" \
-                --skip-bad "${skip_bad}" "data/${s}" "${out}"
+                --skip-bad "${skip_bad}" "${from_dump[@]}" "data/${s}" "${out}"
             touch "${out}/.done"
         done
     done
@@ -189,7 +241,7 @@ fi
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${pretrain_models} " == *" beats "* ]]; then
     stage_now=3
     log "Stage 3: BEATs rounds 1..${beats_rounds}: dump/fbank_beats -> exp/beats_{tok,ssl}_r<r>"
-    data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${valid_set}")
+    data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${pretrain_valid_set}")
     for r in $(seq 1 "${beats_rounds}"); do
         if [ "${r}" -eq 1 ]; then
             # shellcheck disable=SC2086
@@ -212,7 +264,7 @@ if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [[ " ${pretrain_models} 
     log "Stage 4: EAT pre-training: dump/fbank_eat -> exp/eat_pretrain"
     # shellcheck disable=SC2086
     train exp/eat_pretrain "${eat_pretrain_config}" \
-        --data.train "dump/fbank_eat/${pretrain_set}" --data.valid "dump/fbank_eat/${valid_set}" ${pretrain_args}
+        --data.train "dump/fbank_eat/${pretrain_set}" --data.valid "dump/fbank_eat/${pretrain_valid_set}" ${pretrain_args}
 fi
 
 # The model.pt a fine-tuning run of <model> starts from.
@@ -226,52 +278,116 @@ init_model() {
     fi
 }
 
+# The exp-dir suffix of a fine-tuning or probe run from <init>: "" (pre-trained) or _scratch (random).
+init_suffix() { [ "$1" = random ] && echo _scratch || echo ""; }
+
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_now=5
-    log "Stage 5: fine-tuning: dump/fbank_<kind> + pre-trained model.pt -> exp/finetune_<model>"
+    log "Stage 5: fine-tuning: dump/fbank_<kind> + pre-trained model.pt -> exp/finetune_<model>[_scratch]"
     for m in ${finetune_models}; do
         init=$(init_model "${m}")
         [ -f "${init}" ] || { log "Error: ${init} not found: run the pre-training stage or pass --pretrained"; exit 1; }
         kind=$(fbank_kind "${m}")
-        for f in ${fold_list}; do
-            # shellcheck disable=SC2086
-            train "exp/finetune_${m}$(fold_suffix "${f}")" "${finetune_config//\{model\}/${m}}" \
-                --model.init "${init}" \
-                --data.train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
-                --data.valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" ${finetune_args}
+        for i in ${finetune_init}; do
+            # random: the from-scratch control, the same architecture (taken from ${init}) and config
+            init_args=(--model.init "${init}")
+            [ "${i}" = random ] && init_args+=(--model.init_weights false)
+            for f in ${fold_list}; do
+                # shellcheck disable=SC2086
+                train "exp/finetune_${m}$(init_suffix "${i}")$(fold_suffix "${f}")" "${finetune_config//\{model\}/${m}}" \
+                    "${init_args[@]}" \
+                    --data.train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
+                    --data.valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" ${finetune_args}
+            done
         done
     done
 fi
 
+# cv_average <out dir> <score dir> ...: the mean (and std) of every metric over the folds.
+cv_average() {
+    local out=$1
+    shift
+    python3 -m audiossl.bin.score --cv "$@" --out "${out}"
+    log "Cross-validation (${folds}) -> ${out}: $(cat "${out}/metrics.json")"
+}
+
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     stage_now=6
-    log "Stage 6: scoring: exp/finetune_<model>/model.pt -> exp/finetune_<model>/scores/<set>"
+    log "Stage 6: scoring: exp/finetune_<model>[_scratch]/model.pt -> exp/finetune_<model>[_scratch]/scores/<set>"
     for m in ${finetune_models}; do
         kind=$(fbank_kind "${m}")
-        cv_dirs=()
-        for f in ${fold_list}; do
-            expdir=exp/finetune_${m}$(fold_suffix "${f}")
-            for s in ${test_sets}; do
-                s=$(fold_name "${s}" "${f}")
-                out=${expdir}/scores/${s//\//_}
-                # shellcheck disable=SC2086
-                ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/score.log" \
-                    python3 -m audiossl.bin.score --model "${expdir}/model.pt" \
-                    --data "dump/fbank_${kind}/${s}" --out "${out}" ${score_args}
-                log "$(cat "${out}/metrics.json")"
-                cv_dirs+=("${out}")
+        for i in ${finetune_init}; do
+            tag=finetune_${m}$(init_suffix "${i}")
+            cv_dirs=()
+            for f in ${fold_list}; do
+                expdir=exp/${tag}$(fold_suffix "${f}")
+                for s in ${test_sets}; do
+                    s=$(fold_name "${s}" "${f}")
+                    out=${expdir}/scores/${s//\//_}
+                    # shellcheck disable=SC2086
+                    ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/score.log" \
+                        python3 -m audiossl.bin.score --model "${expdir}/model.pt" \
+                        --data "dump/fbank_${kind}/${s}" --out "${out}" ${score_args}
+                    log "$(cat "${out}/metrics.json")"
+                    cv_dirs+=("${out}")
+                done
             done
+            [ "${fold_list}" = none ] || cv_average "exp/${tag}_cv" "${cv_dirs[@]}"
         done
-        if [ "${fold_list}" != none ]; then
-            python3 -m audiossl.bin.score --cv "${cv_dirs[@]}" --out "exp/finetune_${m}_cv"
-            log "Cross-validation (${folds}): $(cat "exp/finetune_${m}_cv/metrics.json")"
-        fi
     done
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     stage_now=7
-    log "Stage 7: results: exp/*/scores -> RESULTS.md, exp/*/plots"
+    log "Stage 7: linear probes and the trivial baseline: frozen encoders / log-mel statistics -> exp/probe_<model>[_scratch], exp/baseline_logmel"
+    # probe <exp dir> <kind> <fold> [options for audiossl.bin.probe]: a linear classifier on fixed
+    # features, selected on the valid set (or on a held-out part of train when the valid set is a
+    # test set), scored on every test set.
+    probe() {
+        local expdir=$1 kind=$2 f=$3 s tests=()
+        shift 3
+        for s in ${test_sets}; do tests+=("dump/fbank_${kind}/$(fold_name "${s}" "${f}")"); done
+        # shellcheck disable=SC2086
+        ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/log/probe.log" \
+            python3 -m audiossl.bin.probe "$@" --out "${expdir}" \
+            --train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
+            --valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" --test "${tests[@]}" ${probe_args}
+    }
+    # the score dirs of a probe run, for the cross-validation average
+    probe_scores() {
+        local expdir=$1 f=$2 s
+        for s in ${test_sets}; do s=$(fold_name "${s}" "${f}"); echo "${expdir}/scores/${s//\//_}"; done
+    }
+    for m in ${probe_models}; do
+        init=$(init_model "${m}")
+        [ -f "${init}" ] || { log "Error: ${init} not found: run the pre-training stage or pass --pretrained"; exit 1; }
+        kind=$(fbank_kind "${m}")
+        for i in ${finetune_init}; do
+            tag=probe_${m}$(init_suffix "${i}")
+            cv_dirs=()
+            for f in ${fold_list}; do
+                expdir=exp/${tag}$(fold_suffix "${f}")
+                probe "${expdir}" "${kind}" "${f}" --model "${init}" --random-init "$([ "${i}" = random ] && echo true || echo false)"
+                mapfile -t -O "${#cv_dirs[@]}" cv_dirs < <(probe_scores "${expdir}" "${f}")
+            done
+            [ "${fold_list}" = none ] || cv_average "exp/${tag}_cv" "${cv_dirs[@]}"
+        done
+    done
+    if "${baseline}"; then
+        kind=$(needed_kinds | head -n 1)
+        cv_dirs=()
+        for f in ${fold_list}; do
+            expdir=exp/baseline_logmel$(fold_suffix "${f}")
+            probe "${expdir}" "${kind}" "${f}" --baseline logmel
+            mapfile -t -O "${#cv_dirs[@]}" cv_dirs < <(probe_scores "${expdir}" "${f}")
+        done
+        [ "${fold_list}" = none ] || cv_average exp/baseline_logmel_cv "${cv_dirs[@]}"
+    fi
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    stage_now=8
+    log "Stage 8: results: exp/*/scores -> RESULTS.md, exp/*/plots"
     for d in exp/*/; do
         [ -f "${d}/metrics.jsonl" ] || [ -d "${d}/tensorboard" ] || continue
         python3 -m audiossl.bin.plot_training "${d%/}" --out "${d%/}/plots"

@@ -6,7 +6,7 @@ set -euo pipefail
 
 ./audiossl.sh \
     --nj 32 \
-    --ngpu 1 \
+    --ngpu auto \
     --pretrain-set train_as2m \
     --train-set balanced_train \
     --valid-set eval \

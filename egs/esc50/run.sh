@@ -5,7 +5,7 @@ set -euo pipefail
 
 ./audiossl.sh \
     --nj 8 \
-    --ngpu 1 \
+    --ngpu auto \
     --folds "1 2 3 4 5" \
     --train-set "fold{fold}/train" \
     --valid-set "fold{fold}/test" \

@@ -11,4 +11,5 @@ set -euo pipefail
     --pretrain-models "beats eat" \
     --beats-rounds 2 \
     --finetune-models "beats eat" \
+    --finetune-init "pretrained random" \
     "$@"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 ./audiossl.sh \
     --nj 16 \
-    --ngpu 1 \
+    --ngpu auto \
     --train-set train \
     --valid-set valid \
     --test-sets "test" \

@@ -1,8 +1,9 @@
 """The mini recipe end to end: every stage on a small synthetic corpus, with shortened schedules.
 
 It checks what the recipe promises: each stage writes what the next reads, BEATs' two rounds and
-EAT's pre-training lower their losses, the fine-tuned models score above chance, RESULTS.md and the
-plots exist, and re-running finished stages skips the training and reproduces the scores.
+EAT's pre-training lower their losses, the fine-tuned models score above chance, the from-scratch
+controls, linear probes and the log-mel baseline are scored beside them, RESULTS.md and the plots
+exist, and re-running finished stages skips the training and reproduces the scores.
 """
 import json
 import subprocess
@@ -68,7 +69,7 @@ def test_stages_write_what_the_next_reads(recipe):
             assert (recipe / "dump" / f"fbank_{kind}" / s / "feats.scp").is_file()
             assert json.loads((recipe / "dump" / f"fbank_{kind}" / s / "stats.json").read_text())["std"] > 0
     for tag in ("beats_tok_r1", "beats_ssl_r1", "beats_tok_r2", "beats_ssl_r2", "eat_pretrain",
-                "finetune_beats", "finetune_eat"):
+                "finetune_beats", "finetune_eat", "finetune_beats_scratch", "finetune_eat_scratch"):
         assert (recipe / "exp" / tag / "model.pt").is_file(), f"exp/{tag}/model.pt missing"
         assert (recipe / "exp" / tag / "run.sh").is_file(), f"exp/{tag}/run.sh (replay) missing"
 
@@ -96,9 +97,34 @@ def test_finetuned_models_score_above_chance(recipe, model):
     assert result["acc"] > 2 / NUM_CLASSES, f"{model}: test accuracy {result['acc']}"
 
 
+@pytest.mark.parametrize("model", ["beats", "eat"])
+def test_scratch_control_has_the_architecture_but_not_the_weights(recipe, model):
+    import torch
+
+    pre = torch.load(recipe / "exp" / f"finetune_{model}" / "model.pt", map_location="cpu", weights_only=False)
+    scratch = torch.load(recipe / "exp" / f"finetune_{model}_scratch" / "model.pt", map_location="cpu", weights_only=False)
+    assert scratch["config"]["model"]["init_weights"] is False
+    assert scratch["config"]["model"]["encoder"] == pre["config"]["model"]["encoder"]
+    assert scratch["model"].keys() == pre["model"].keys()
+    result = json.loads((recipe / "exp" / f"finetune_{model}_scratch" / "scores" / "test" / "metrics.json").read_text())
+    assert result["num_utts"] == 6 * NUM_CLASSES and 0 <= result["acc"] <= 1
+
+
+@pytest.mark.parametrize("tag", ["probe_beats", "probe_eat", "probe_beats_scratch", "probe_eat_scratch", "baseline_logmel"])
+def test_linear_probes_and_baseline_are_scored(recipe, tag):
+    probe = json.loads((recipe / "exp" / tag / "probe.json").read_text())
+    assert probe["random_init"] is tag.endswith("_scratch")
+    result = json.loads((recipe / "exp" / tag / "scores" / "test" / "metrics.json").read_text())
+    assert result["num_utts"] == 6 * NUM_CLASSES
+    if tag == "baseline_logmel":  # the 5 mini classes differ in spectrum: the statistics separate them
+        assert result["acc"] > 2 / NUM_CLASSES, f"{tag}: test accuracy {result['acc']}"
+
+
 def test_results_and_plots(recipe):
     text = (recipe / "RESULTS.md").read_text()
-    assert "finetune_beats" in text and "finetune_eat" in text
+    for tag in ("finetune_beats", "finetune_eat", "finetune_eat_scratch", "probe_eat", "probe_eat_scratch", "baseline_logmel"):
+        assert f"| {tag} |" in text, tag
+    assert "random (scratch)" in text and "linear probe" in text and "trivial baseline" in text
     assert list((recipe / "exp" / "finetune_eat" / "plots").glob("*.png"))
     assert (recipe / "exp" / "finetune_eat" / "plots" / "confusion_test.png").is_file()
 

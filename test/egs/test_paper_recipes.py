@@ -60,6 +60,19 @@ def test_esc50_front_stages_make_every_fold(tmp_path):
         train_ids = {line.split()[0] for line in train.read_text().splitlines()}
         test_ids = {line.split()[0] for line in test.read_text().splitlines()}
         assert not train_ids & test_ids, f"fold {fold} leaks"
+    # every clip is in 5 sets but extracted once: the fold sets take their lines from the union
+    union = recipe / "dump" / "fbank_eat" / "_union"
+    assert num_lines(union / "feats.scp") == 10
+    assert sorted((recipe / "dump" / "fbank_eat").rglob("fbank.*.log")) == sorted(union.glob("log/fbank.*.log"))
+    assert "--ngpu auto: 0" in run_front(recipe, "--ngpu", "auto", "--stage", "2")
+
+
+def test_esc50_pretraining_per_fold_is_refused(tmp_path):
+    recipe = make_recipe(tmp_path, "esc50")
+    res = subprocess.run(["./run.sh", "--stage", "3", "--pretrain-models", "eat"],
+                         cwd=recipe, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2
+    assert "pre-training runs once, not per fold" in res.stdout and "--pretrain-set" in res.stdout
 
 
 def test_spc2_front_stages_follow_the_lists(tmp_path):
@@ -103,3 +116,21 @@ def test_audioset_front_stages_count_missing_clips(tmp_path):
     assert num_lines(dump / "train_as2m" / "feats.scp") == 3
     assert num_lines(dump / "eval" / "feats.scp") == 1
     assert "aaaaaaaaaa3" in (recipe / "data" / "balanced_train" / "missing.txt").read_text()
+
+
+@pytest.mark.parametrize("name", ["spc2", "esc50"])
+def test_cpu_recipes_name_configs_that_exist_and_train_in_epochs(name):
+    """run_cpu.sh's configs exist, load, and give schedules in epochs of the train set."""
+    import re
+
+    from audiossl.train.config import load_config
+
+    script = (REPO / "egs" / name / "run_cpu.sh").read_text()
+    paths = re.findall(r"conf/cpu/[\w{}]+\.yaml", script)
+    assert len(paths) == 4, paths
+    files = [p.replace("{model}", m) for p in paths for m in (("beats", "eat") if "{model}" in p else ("",))]
+    for rel in files:
+        cfg = load_config(REPO / "egs" / name / rel)
+        if cfg.task != "beats_tokenizer":
+            assert cfg.optim.max_epochs > 0 and cfg.optim.warmup_epochs > 0, rel
+            assert cfg.data.norm_mean is None, f"{rel}: a new corpus is normalised with its own statistics"
