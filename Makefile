@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 PY := tools/venv/bin/python
 
-.PHONY: all venv test bench shellcheck clean
+.PHONY: all venv test bench learning-table shellcheck clean
 
 all: venv
 
@@ -14,6 +14,14 @@ test: venv
 
 bench: venv
 	$(PY) -m audiossl.bin.benchmark
+
+# The README's "Learning on a new corpus" table: two corpora made here, each through its recipe's
+# run_cpu.sh (in-domain pre-training, fine-tuning from it and from scratch, probes, baseline).
+learning-table: venv
+	cd egs/spc2 && ../../tools/venv/bin/python local/make_espeak_corpus.py downloads/spc_espeak \
+		&& ./run_cpu.sh --local-data-opts "--spc2-root downloads/spc_espeak"
+	cd egs/esc50 && ../../tools/venv/bin/python local/make_synth_corpus.py downloads/esc_synth \
+		&& ./run_cpu.sh --local-data-opts "--esc50-root downloads/esc_synth"
 
 shellcheck:
 	shellcheck -x utils/*.sh egs/TEMPLATE/*.sh egs/*/run.sh egs/*/local/*.sh

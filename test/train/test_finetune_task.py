@@ -442,7 +442,7 @@ def test_real_beats_encoder_fine_tunes_and_survives_the_official_layout(tmp_path
 def test_every_finetune_config_loads(repo_root):
     from audiossl.train.config import load_config
 
-    paths = sorted(repo_root.glob("egs/*/conf/finetune*.yaml"))
+    paths = sorted(repo_root.glob("egs/*/conf/finetune*.yaml")) + sorted(repo_root.glob("egs/*/conf/cpu/finetune*.yaml"))
     assert len(paths) >= 10, paths
     for path in paths:
         cfg = load_config(path)
