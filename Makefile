@@ -24,7 +24,7 @@ learning-table: venv
 		&& ./run_cpu.sh --local-data-opts "--esc50-root downloads/esc_synth"
 
 shellcheck:
-	shellcheck -x utils/*.sh egs/TEMPLATE/*.sh egs/*/run.sh egs/*/local/*.sh
+	shellcheck -x utils/*.sh egs/TEMPLATE/*.sh egs/*/run.sh egs/*/run_cpu.sh egs/*/local/*.sh
 
 clean:
 	rm -rf tools/venv
