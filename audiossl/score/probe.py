@@ -46,7 +46,7 @@ from torch import nn
 
 from audiossl.data.datadir import read_labels
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames, normalize
-from audiossl.models.beats.extract import same_length_batches
+from audiossl.models.beats.extract import _layer_index, same_length_batches
 from audiossl.score.inference import ScoreResult, active_windows, read_targets, window_starts
 from audiossl.score.linear import DEFAULT_L2_GRID, DEFAULT_MAX_ITER, fit_linear, holdout_split, main_metric
 from audiossl.score.results import _write_json, git_commit, write_score_dir
@@ -84,13 +84,7 @@ def resolve_layers(layers: str | int | Sequence[int], num_layers: int) -> list[i
             raise ValueError(f"layers must be 'all' or layer numbers 1..{num_layers}, got {layers!r}")
         return list(range(1, num_layers + 1))
     wanted = [layers] if isinstance(layers, int) else list(layers)
-    out = []
-    for layer in wanted:
-        n = layer if layer > 0 else num_layers + 1 + layer
-        if not 1 <= n <= num_layers:
-            raise ValueError(f"layer {layer} does not exist: the encoder has layers 1..{num_layers} (or -1..-{num_layers})")
-        out.append(n)
-    return out
+    return [_layer_index(layer, num_layers) + 1 for layer in wanted]  # extraction's numbering and checks
 
 
 def _pool(hidden: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
