@@ -3,10 +3,12 @@
 A dump dir (``dump/fbank_<kind>/<set>/``) holds ``feats.scp`` (kaldiio, raw log-mel (T, 128) float32),
 and optionally ``utt2label``, ``labels.txt``, ``utt2dur`` and ``stats.json``. Per clip,
 :class:`FeatsDataset` reads the raw log-mel and crops it to ``target_frames`` (a random window for
-training, the start for validation); :class:`Collator` zero-pads every clip of a batch to the same
-length IN LOG-MEL, BEFORE normalisation, and only then applies ``(x - mean) / (2 * std)``. So a padded
-frame holds ``-mean / (2 * std)`` after normalisation, as in the official EAT data path, and
-``padding_mask`` marks it. The batch is the dict documented in ``audiossl/tasks/abs_task.py``.
+training); :class:`FeatsWindows` gives every window that scoring cuts a clip into
+(``audiossl.data.windows``), which validation scores and averages per clip; :class:`Collator`
+zero-pads every clip of a batch to the same length IN LOG-MEL, BEFORE normalisation, and only then
+applies ``(x - mean) / (2 * std)``. So a padded frame holds ``-mean / (2 * std)`` after
+normalisation, as in the official EAT data path, and ``padding_mask`` marks it. The batch is the
+dict documented in ``audiossl/tasks/abs_task.py``.
 
 Random crops are reproducible: the sampler hands each clip a seed derived from (seed, epoch,
 position in the epoch), so a resumed run and a run on more processes crop exactly the same windows.
@@ -23,7 +25,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from audiossl.data.datadir import read_kv
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames
+from audiossl.data.windows import active_windows, window_starts
 from audiossl.tasks.abs_task import DataInfo
 
 logger = logging.getLogger(__name__)
@@ -219,6 +223,76 @@ class FeatsDataset(Dataset):
         return {"utt_id": self.utt_ids[i], "feats": feats, "targets": targets}
 
 
+class FeatsWindows(FeatsDataset):
+    """Every window that scoring cuts the clips of one dump dir into (``audiossl.data.windows``):
+    what validation feeds a model with fixed-length input, so that its per-clip metrics are the
+    scored ones.
+
+    Args:
+        dump_dir, label_names: as :class:`FeatsDataset`.
+        target_frames: W, the window length.
+        hop: frames between window starts; None: W // 2 (scoring's default).
+
+    An item is that of :class:`FeatsDataset` (``feats`` the window, at most W frames) plus
+    ``"clip"``: the clip's index in feats.scp order, and ``"keep"``: False for a window of digital
+    silence in a clip that has other windows (scoring leaves it out; its forward pass is still made,
+    to keep batches simple). Clip lengths come from ``utt2num_frames`` (written by stage 2), else
+    from reading every clip.
+    """
+
+    def __init__(
+        self,
+        dump_dir: str | Path,
+        target_frames: int,
+        hop: int | None = None,
+        label_names: Sequence[str] | None = None,
+    ):
+        assert target_frames and target_frames > 0, f"windows need target_frames > 0, got {target_frames!r}"
+        super().__init__(dump_dir, target_frames=target_frames, crop="start", label_names=label_names)
+        self.hop = hop or max(target_frames // 2, 1)
+        assert self.hop > 0, f"hop must be positive, got {hop}"
+        self.windows: list[tuple[int, int]] = [
+            (i, start) for i, frames in enumerate(self._num_frames())
+            for start in window_starts(frames, target_frames, self.hop)
+        ]
+
+    def _num_frames(self) -> list[int]:
+        path = self.dump_dir / "utt2num_frames"
+        if path.is_file():
+            kv = read_kv(path, check_sorted=False)
+            if all(u in kv for u in self.utt_ids):
+                return [int(kv[u]) for u in self.utt_ids]
+        logger.warning("%s: no complete utt2num_frames; reading every clip to get its length", self.dump_dir)
+        return [int(self._read(i).shape[0]) for i in range(len(self.utt_ids))]
+
+    @property
+    def num_clips(self) -> int:
+        return len(self.utt_ids)
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        j = key[0] if isinstance(key, tuple) else key
+        i, start = self.windows[j]
+        raw = self._read(i)  # (T, F)
+        W = self.target_frames
+        if raw.shape[0] > W:
+            starts = window_starts(raw.shape[0], W, self.hop)
+            if start not in starts:
+                raise ValueError(f"{self.dump_dir}: utterance {self.utt_ids[i]!r} has {raw.shape[0]} frames, "
+                                 "not the number utt2num_frames gives; re-run the feature stage for this set")
+            keep = bool(active_windows(raw, starts, W)[starts.index(start)])
+        else:
+            keep = True
+        targets = None
+        if self.labels is not None:
+            targets = torch.zeros(self.num_classes, dtype=torch.float32)
+            targets[self.labels[i]] = 1.0
+        feats = torch.from_numpy(np.array(raw[start : start + W], dtype=np.float32, copy=True))
+        return {"utt_id": self.utt_ids[i], "feats": feats, "targets": targets, "clip": i, "keep": keep}
+
+
 def active_crop_start(feats: np.ndarray, target_frames: int, rng: np.random.Generator) -> int:
     """A random start among the crops of ``target_frames`` frames of a (T, F) raw log-mel clip that
     hold the most frames of sound (not digital silence); any start when the clip is all silence."""
@@ -255,4 +329,7 @@ class Collator:
         }
         if items[0]["targets"] is not None:
             batch["targets"] = torch.stack([it["targets"] for it in items])
+        if "clip" in items[0]:  # windows of FeatsWindows: which clip, and whether scoring keeps it
+            batch["clip"] = torch.tensor([it["clip"] for it in items], dtype=torch.long)
+            batch["keep"] = torch.tensor([it["keep"] for it in items], dtype=torch.bool)
         return batch

@@ -4,12 +4,11 @@ A clip is scored the way the model was trained to see it:
 
 * ``window_frames`` W set (default: the training ``data.target_frames``): a clip of T <= W frames is
   zero-padded to W in raw log-mel, before normalisation, exactly as in training; a longer clip is cut
-  into windows of W frames starting at 0, hop, 2 hop, ... plus one window ending at the last frame
-  (so every frame is covered), and the window scores are averaged (``reduce: mean``) or max-pooled
-  (``reduce: max``). Window scores are probabilities (sigmoid or softmax), so the result stays one.
-  Windows made only of digital silence (an ESC-50 clip's zero padding, see
-  ``audiossl.data.fbank.digital_silence_frames``) are left out when the clip has any other window:
-  the model never learnt a class from silence, and training crops avoid it (``data.crop: active``).
+  into the windows of ``audiossl.data.windows`` (0, hop, 2 hop, ... and one ending at the last frame;
+  windows of digital silence left out: the model never learnt a class from silence, and training
+  crops avoid it, ``data.crop: active``), and the window scores are averaged (``reduce: mean``) or
+  max-pooled (``reduce: max``). Window scores are probabilities (sigmoid or softmax), so the result
+  stays one. The trainer validates on the same windows (``data.valid_crop: windows``).
 * ``window_frames`` 0 (or a model trained with ``target_frames: null``): whole clips, padded to the
   longest clip of the batch, with the padding mask (BEATs' variable-length path).
 
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 
 from audiossl.data.datadir import read_kv, read_labels
-from audiossl.data.fbank import FeatureNorm, digital_silence_frames
+from audiossl.data.fbank import FeatureNorm
+from audiossl.data.windows import active_windows, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -54,29 +54,6 @@ class ScoreResult:
     label_names: list[str]
     display_names: list[str]
     num_windows: np.ndarray
-
-
-def window_starts(num_frames: int, window: int, hop: int) -> list[int]:
-    """Start frames of the windows covering a clip: 0, hop, 2 hop, ... and one ending at the last frame.
-
-    A clip no longer than ``window`` has the single start 0 (it is padded to the window).
-    """
-    assert window > 0 and hop > 0, f"window and hop must be positive, got {window}, {hop}"
-    if num_frames <= window:
-        return [0]
-    last = num_frames - window
-    starts = list(range(0, last + 1, hop))
-    if starts[-1] != last:
-        starts.append(last)
-    return starts
-
-
-def active_windows(raw: np.ndarray, starts: list[int], window: int) -> np.ndarray:
-    """(K,) bool: which windows of a (T, F) raw log-mel clip hold anything but digital silence;
-    all of them when none does (a silent clip is still scored)."""
-    silent = digital_silence_frames(raw)  # (T,)
-    keep = np.array([not silent[s : s + window].all() for s in starts], dtype=bool)
-    return keep if keep.any() else np.ones(len(starts), dtype=bool)
 
 
 def resolve_norm(

@@ -6,7 +6,7 @@ Features of a clip (one fixed-size vector per clip and layer):
   offered) of a frozen encoder (eval mode, no gradients), mean-pooled over the tokens that cover
   real frames. How a clip of T frames is fed:
 
-  - ``window_frames`` W given and T > W: the windows scoring uses (``audiossl.score.inference.
+  - ``window_frames`` W given and T > W: the windows scoring uses (``audiossl.data.windows.
     window_starts``: W frames at 0, W/2, W, ... and one ending at the last frame), their embeddings
     averaged, windows of digital silence left out as scoring leaves them out;
   - T <= W (or no W: whole clips) in one piece. With ``pad_to_window`` (the default for encoders
@@ -46,10 +46,11 @@ from torch import nn
 
 from audiossl.data.datadir import read_labels
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames, normalize
-from audiossl.models.beats.extract import _layer_index, same_length_batches
-from audiossl.score.inference import ScoreResult, active_windows, read_targets, window_starts
+from audiossl.data.windows import active_windows, window_starts
+from audiossl.models.beats.extract import layer_index, same_length_batches
+from audiossl.score.inference import ScoreResult, read_targets
 from audiossl.score.linear import DEFAULT_L2_GRID, DEFAULT_MAX_ITER, fit_linear, holdout_split, main_metric
-from audiossl.score.results import _write_json, git_commit, write_score_dir
+from audiossl.score.results import git_commit, write_json, write_score_dir
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def resolve_layers(layers: str | int | Sequence[int], num_layers: int) -> list[i
             raise ValueError(f"layers must be 'all' or layer numbers 1..{num_layers}, got {layers!r}")
         return list(range(1, num_layers + 1))
     wanted = [layers] if isinstance(layers, int) else list(layers)
-    return [_layer_index(layer, num_layers) + 1 for layer in wanted]  # extraction's numbering and checks
+    return [layer_index(layer, num_layers) + 1 for layer in wanted]  # extraction's numbering and checks
 
 
 def _pool(hidden: torch.Tensor, token_mask: torch.Tensor | None) -> torch.Tensor:
@@ -409,5 +410,5 @@ def run_probe(
         "git_commit": git_commit(),
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
     }
-    _write_json(out_dir / "probe.json", report)
+    write_json(out_dir / "probe.json", report)
     return report

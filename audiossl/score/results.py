@@ -67,7 +67,8 @@ def _json_safe(x: Any) -> Any:
     return x
 
 
-def _write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any) -> None:
+    """Write obj as indented, strict JSON atomically (a temporary name, then a rename; NaN as null)."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(_json_safe(obj), indent=2, sort_keys=False) + "\n")
     tmp.replace(path)
@@ -105,7 +106,7 @@ def write_score_dir(
     summary.update(info or {})
     summary.setdefault("git_commit", git_commit())
     summary.setdefault("date", datetime.datetime.now().isoformat(timespec="seconds"))
-    _write_json(out / "metrics.json", summary)
+    write_json(out / "metrics.json", summary)
     return summary
 
 
@@ -150,7 +151,7 @@ def write_cv_dir(score_dirs: list[str | Path], out: str | Path) -> dict[str, Any
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = aggregate_cv(score_dirs)
-    _write_json(out / "metrics.json", summary)
+    write_json(out / "metrics.json", summary)
     return summary
 
 

@@ -11,6 +11,8 @@ A batch (built by ``audiossl.data.dataset``) is a dict:
     padding_mask: (B, T) bool, True on padded frames (all False when every clip fills T)
     targets:      (B, C) float32 multi-hot labels (only when the data dir has utt2label)
     utt_ids:      list[str] of B utterance ids
+    clip, keep:   (B,) long and (B,) bool, validation windows only (``FeatsWindows``): the clip each
+                  window belongs to and whether scoring counts it; models ignore them
 
 A task is a class of classmethods registered by name (``@register_task("eat_pretrain")``); its
 ``ModelConfig`` dataclass receives the ``model:`` section of the YAML config.

@@ -48,6 +48,10 @@ class DataConfig:
     target_frames: int | None = None  # crop/zero-pad every clip to this; None: pad to the batch's longest
     crop: Literal["random", "active", "start"] = "random"  # training crop of clips longer than target_frames
     # (active: random among the crops with the most frames that are not digital silence)
+    valid_crop: Literal["windows", "start"] = "windows"  # validation of clips longer than target_frames:
+    # windows = every window scoring cuts them into, scores averaged per clip (audiossl.data.windows),
+    # so train.log's accuracy/mAP is the scored one; start = the first target_frames frames only
+    valid_hop: int | None = None  # frames between validation windows; None: target_frames // 2, as scoring
     batch_size: int = 8  # clips per process per forward pass
     num_workers: int = 2  # DataLoader worker processes per training process
     weighted_sampler: bool = False  # label-balanced sampling with replacement (AudioSet)
@@ -415,6 +419,7 @@ def validate_config(cfg: TrainConfig) -> None:
         (d.batch_size >= 1, "data.batch_size", "must be >= 1"),
         (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (d.target_frames is None or d.target_frames >= 1, "data.target_frames", "must be >= 1 or null"),
+        (d.valid_hop is None or d.valid_hop >= 1, "data.valid_hop", "must be >= 1 or null"),
         (d.samples_per_epoch is None or d.samples_per_epoch >= 1, "data.samples_per_epoch", "must be >= 1 or null"),
         (d.norm_std is None or d.norm_std > 0, "data.norm_std", "must be > 0"),
         ((d.norm_mean is None) == (d.norm_std is None), "data.norm_mean", "and data.norm_std must be set together"),

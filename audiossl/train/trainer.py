@@ -5,7 +5,8 @@ The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a
 
 * data: :class:`~audiossl.data.dataset.FeatsDataset` + :class:`~audiossl.data.sampler.DistributedBatchSampler`
   (deterministic per epoch, partitioned over ranks, resumable mid-epoch), DataLoader workers with
-  pinned memory on CUDA;
+  pinned memory on CUDA; validation on :class:`~audiossl.data.dataset.FeatsWindows` (every window
+  scoring cuts a clip into, ``predict`` scores averaged per clip) unless ``data.valid_crop: start``;
 * updates: AdamW with warm-up + cosine (``audiossl.train.optim``), ``accum_grad`` forward/backward
   passes per update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
   CUDA, optional ``torch.compile``, optional weight EMA;
@@ -46,7 +47,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from audiossl.data.dataset import Collator, FeatsDataset, read_labels_txt, resolve_norm
+from audiossl.data.dataset import Collator, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
 from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights
 from audiossl.tasks.abs_task import AbsTrainModel, get_task
 from audiossl.train.checkpoint import (
@@ -127,6 +128,25 @@ def _worker_init(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+def _per_clip(
+    scores: np.ndarray, targets: np.ndarray, clips: np.ndarray, keep: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(M, C) window scores and targets, (M,) clip indices and keep flags -> (N, C) per clip: the
+    mean of the kept windows' scores (every clip has one, ``audiossl.data.windows.active_windows``)
+    and the clip's targets, in clip order (the validation sampler gives every window once over all
+    ranks)."""
+    order = np.lexsort((np.arange(len(clips)), clips))  # by clip, then arrival
+    scores, targets, clips, keep = scores[order], targets[order], clips[order], keep[order]
+    ids, first = np.unique(clips, return_index=True)
+    sums = np.zeros((len(ids), scores.shape[1]), dtype=np.float64)
+    counts = np.zeros(len(ids), dtype=np.int64)
+    where = np.searchsorted(ids, clips)
+    np.add.at(sums, where[keep], scores[keep])
+    np.add.at(counts, where[keep], 1)
+    assert (counts > 0).all(), "a validation clip without a kept window"
+    return (sums / counts[:, None]).astype(np.float32), targets[first]
+
+
 def _has_predict(model: nn.Module) -> bool:
     return getattr(type(model), "predict", AbsTrainModel.predict) is not AbsTrainModel.predict
 
@@ -197,8 +217,11 @@ class Trainer:
         self.train_loader = self._loader(self.train_set, self.sampler)
         self.valid_loader = None
         if d.valid is not None:
-            self.valid_set = FeatsDataset(d.valid, target_frames=d.target_frames, crop="start",
-                                          label_names=self.train_set.label_names or None)
+            labels = self.train_set.label_names or None
+            if d.valid_crop == "windows" and d.target_frames is not None:
+                self.valid_set = FeatsWindows(d.valid, d.target_frames, hop=d.valid_hop, label_names=labels)
+            else:
+                self.valid_set = FeatsDataset(d.valid, target_frames=d.target_frames, crop="start", label_names=labels)
             valid_labels = Path(d.valid) / "labels.txt"
             if self.train_set.label_names and valid_labels.is_file():
                 if read_labels_txt(valid_labels) != self.train_set.label_names:
@@ -213,7 +236,10 @@ class Trainer:
             d.train, len(self.train_set), self.data_info.num_classes, self.data_info.feat_dim,
             self.norm.mean, self.norm.std, self.sampler.updates_per_epoch,
         )
-        if self.valid_loader is not None:
+        if isinstance(self.valid_set if self.valid_loader is not None else None, FeatsWindows):
+            logger.info("valid: %s, %d clips in %d windows of %d frames (hop %d), scores averaged per clip",
+                        d.valid, self.valid_set.num_clips, len(self.valid_set), d.target_frames, self.valid_set.hop)
+        elif self.valid_loader is not None:
             logger.info("valid: %s, %d clips", d.valid, len(self.valid_set))
 
     def _loader(self, dataset: FeatsDataset, batch_sampler: DistributedBatchSampler) -> DataLoader:
@@ -557,7 +583,7 @@ class Trainer:
         model.eval()
         sums: dict[str, torch.Tensor] = {}
         wsum = torch.zeros((), device=self.device, dtype=torch.float64)
-        scores, targets = [], []
+        scores, targets, clips, keeps = [], [], [], []
         predict = _has_predict(model)
         for batch in self.valid_loader:
             batch = _to_device(batch, self.device)
@@ -574,12 +600,17 @@ class Trainer:
             if pred is not None:
                 scores.append(pred.float().cpu())
                 targets.append(batch["targets"].float().cpu())
+                if "clip" in batch:
+                    clips.append(batch["clip"].cpu())
+                    keeps.append(batch["keep"].cpu())
         model.train(was_training)
         local = {
             "sums": {k: float(v) for k, v in sums.items()},
             "weight": float(wsum),
             "scores": torch.cat(scores) if scores else None,
             "targets": torch.cat(targets) if targets else None,
+            "clips": torch.cat(clips) if clips else None,
+            "keep": torch.cat(keeps) if keeps else None,
         }
         parts = self.dist.gather_objects(local)
         outcome: tuple[dict[str, float], str | None] = ({}, None)
@@ -605,6 +636,11 @@ class Trainer:
 
             scores = torch.cat(sc).numpy()
             targets = torch.cat([p["targets"] for p in parts if p["targets"] is not None]).numpy()
+            if any(p.get("clips") is not None for p in parts):  # windows: one score per clip, as scoring
+                scores, targets = _per_clip(
+                    scores, targets, torch.cat([p["clips"] for p in parts if p["clips"] is not None]).numpy(),
+                    torch.cat([p["keep"] for p in parts if p["keep"] is not None]).numpy(),
+                )
             multi_label = getattr(model, "multi_label", None)
             if multi_label is None:
                 multi_label = not bool(np.all(targets.sum(1) == 1))

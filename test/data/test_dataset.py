@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from audiossl.data.dataset import Collator, FeatsDataset, read_labels_txt, resolve_norm
+from audiossl.data.dataset import Collator, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
 from audiossl.data.fbank import FeatureNorm
 
 
@@ -109,3 +109,34 @@ def test_active_crop_avoids_digital_silence(tmp_path):
     rnd = FeatsDataset(d, target_frames=20, crop="random")
     padded = sum(bool((rnd[(0, s)]["feats"] < -15).all()) for s in range(40))
     assert padded > 10  # a plain random crop often holds nothing but padding
+
+
+def test_windows_are_those_of_scoring_with_silence_flagged(tmp_path):
+    """FeatsWindows: every clip cut into scoring's windows (0, hop, ..., one ending at the last
+    frame; a short clip is one window), labels and clip index per window; a window of nothing but
+    digital silence is kept out (keep False) unless its clip has no other window."""
+    d = tmp_path / "d"
+    d.mkdir()
+    sound = np.arange(50, dtype=np.float32)[:, None] + np.arange(4, dtype=np.float32)[None, :]  # bin 0 of frame t: t
+    floor = np.full((60, 4), -15.9424, dtype=np.float32)
+    clips = {"u0": np.concatenate([sound, floor]), "u1": sound[:15], "u2": floor[:50]}  # 110, 15, 50 frames
+    with kaldiio.WriteHelper(f"ark,scp:{d}/feats.ark,{d}/feats.scp") as w:
+        for utt, x in clips.items():
+            w[utt] = x
+    (d / "utt2num_frames").write_text("".join(f"{u} {len(x)}\n" for u, x in clips.items()))
+    (d / "utt2label").write_text("u0 dog\nu1 cat\nu2 rain\n")
+    (d / "labels.txt").write_text("0 dog Dog\n1 cat Cat\n2 rain Rain\n")
+    ds = FeatsWindows(d, target_frames=40)  # hop 20, as scoring's default
+    assert ds.num_clips == 3 and ds.hop == 20
+    assert ds.windows == [(0, 0), (0, 20), (0, 40), (0, 60), (0, 70), (1, 0), (2, 0), (2, 10)]
+    items = [ds[j] for j in range(len(ds))]
+    assert [it["keep"] for it in items] == [True, True, True, False, False, True, True, True]
+    assert [int(it["feats"][0, 0]) for it in items[:3]] == [0, 20, 40]
+    assert items[5]["feats"].shape == (15, 4)  # padded by the collator, as in training and scoring
+    assert [int(it["targets"].argmax()) for it in items] == [0, 0, 0, 0, 0, 1, 2, 2]
+    batch = Collator(FeatureNorm(0.0, 1.0), target_frames=40)(items[3:6])
+    assert batch["clip"].tolist() == [0, 0, 1] and batch["keep"].tolist() == [False, False, True]
+    assert ds[(4, 99)]["feats"][0, 0] == -15.9424  # sampler keys (index, seed) work; no randomness
+    (d / "utt2num_frames").write_text("u0 110\nu1 15\nu2 90\n")  # a stale length is named
+    with pytest.raises(ValueError, match="u2.*utt2num_frames"):
+        FeatsWindows(d, target_frames=40)[8]

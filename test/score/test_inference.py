@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from audiossl.data.fbank import FeatureNorm
-from audiossl.score.inference import resolve_norm, score_dump_dir, window_starts
+from audiossl.data.windows import window_starts
+from audiossl.score.inference import resolve_norm, score_dump_dir
 
 NORM = FeatureNorm(mean=2.0, std=0.5)  # normalised = (x - 2) / 1
 

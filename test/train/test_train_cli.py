@@ -1,6 +1,7 @@
 """python -m audiossl.bin.train as a process: SIGTERM -> save + exit 75 -> exact resume; --nproc 2 DDP."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -104,3 +105,10 @@ def test_two_gloo_processes_equal_one_with_same_global_batch(data):
     assert max_abs_diff(ddp, state_of(data / "accum" / "model.pt")) < 1e-5
     init = torch.load(data / "ddp" / "checkpoints" / "checkpoint_3.pt", weights_only=False)
     assert init["world_size"] == 2 and len(init["rng"]) == 2
+    # validation windows split over the two ranks are put back together per clip: the same metrics
+    assert "6 clips in" in log  # clips of 30-60 frames in windows of 40: several windows each
+    def valid_rows(exp):
+        rows = [json.loads(x) for x in (exp / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if r["split"] == "valid"]
+    for a, b in zip(valid_rows(data / "ddp"), valid_rows(data / "one"), strict=True):
+        assert a["update"] == b["update"] and a["acc"] == b["acc"] and a["mAP"] == pytest.approx(b["mAP"], abs=1e-5)

@@ -207,3 +207,42 @@ def test_resume_with_another_split_of_the_same_global_batch(data, monkeypatch):
     train(config_from_dict(split), data / "exp", device="cpu")
     assert load_checkpoint(data / "exp" / "checkpoint_last.pt")["num_updates"] == 10
     assert max_abs_diff(state_of(data / "exp" / "model.pt"), state_of(data / "straight" / "model.pt")) < 1e-5
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_validation_metrics_are_the_scored_ones(tmp_path, multi_label, caplog):
+    """Clips longer than target_frames are validated in scoring's windows, scores averaged per clip
+    (windows of digital silence left out), so train.log's acc/mAP is what the scoring stage reports
+    for the same model and set; valid_crop: start scores the first window only."""
+    import kaldiio
+    import numpy as np
+
+    from audiossl.score.inference import score_dump_dir
+    from audiossl.score.metrics import compute_metrics
+    from audiossl.train.trainer import Trainer
+
+    make_dump(tmp_path / "train", num_utts=24, frames=(30, 60), seed=0, multi_label=multi_label)
+    valid = make_dump(tmp_path / "valid", num_utts=12, frames=(30, 130), seed=1, multi_label=multi_label)
+    feats = dict(kaldiio.load_scp(str(valid / "feats.scp")).items())
+    with kaldiio.WriteHelper(f"ark,scp:{valid}/padded.ark,{valid}/feats.scp") as w:  # zero-padded clips, as ESC-50's
+        for i, (utt, x) in enumerate(feats.items()):
+            w[utt] = np.concatenate([x, np.full((60, x.shape[1]), -15.9424, np.float32)]) if i % 3 == 0 else x
+    loss = {"loss": "bce"} if multi_label else {}
+    cfg = config_from_dict(toy_config(tmp_path, model=loss, trainer={"best_metric": "mAP", "best_mode": "max"}))
+    trainer = Trainer(cfg, tmp_path / "exp", device="cpu")
+    with caplog.at_level("INFO", logger="audiossl.train.trainer"):
+        result = trainer.fit()
+    assert trainer.valid_set.num_clips == 12 and len(trainer.valid_set) > 20  # several windows per clip
+    model = trainer.raw_model.eval()
+    scored = score_dump_dir(model, valid, ["c0", "c1", "c2"], trainer.norm, window_frames=40)
+    assert scored.num_windows.max() > 3 and (scored.num_windows < [len(trainer.valid_set.windows)]).all()
+    metrics = compute_metrics(scored.scores, scored.targets, multi_label)
+    for name in ("acc", "mAP") if not multi_label else ("mAP", "mAUC"):
+        assert result.last_valid[name] == pytest.approx(metrics[name], abs=1e-6), name
+    assert "12 clips in" in caplog.text and "scores averaged per clip" in caplog.text
+    # the first window only: the old validation, not the scored number
+    start = config_from_dict(toy_config(tmp_path, model=loss, data={"valid_crop": "start"},
+                                        trainer={"best_metric": "mAP", "best_mode": "max"}))
+    first = Trainer(start, tmp_path / "exp_start", device="cpu")
+    first.fit()
+    assert len(first.valid_set) == 12

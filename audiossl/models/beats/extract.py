@@ -148,7 +148,7 @@ def extract(
             feats = normalize(torch.from_numpy(np.stack([x for _, x in batch])).float(), model.norm).to(device)  # (B, T, F)
             if want_embed:
                 enc = model.encoder(feats, None, output_hidden_states=layer is not None)
-                tokens = enc.tokens if layer is None else enc.hidden_states[_layer_index(layer, len(enc.hidden_states))]
+                tokens = enc.tokens if layer is None else enc.hidden_states[layer_index(layer, len(enc.hidden_states))]
                 dim = tokens.shape[-1]
                 for i, utt in enumerate(utts):
                     if "frames" in writers:
@@ -176,7 +176,9 @@ def extract(
     return {"num_utts": n_utts, "dim": dim, "files": sorted(str(p) for p in out.iterdir())}
 
 
-def _layer_index(layer: int, num_layers: int) -> int:
+def layer_index(layer: int, num_layers: int) -> int:
+    """A layer number of the command line (1..L from the input, -1..-L from the top) -> the index of
+    its hidden states (0..L-1); a ValueError naming the range for any other."""
     idx = layer - 1 if layer > 0 else num_layers + layer
     if not 0 <= idx < num_layers:
         raise ValueError(f"layer {layer} does not exist: the encoder has layers 1..{num_layers} (or -1..-{num_layers})")
