@@ -192,6 +192,26 @@ def test_spc_is_deterministic_whatever_nj_and_resumes(spc_corpus: Path, tmp_path
     assert not set(clips(ours).values()) & set(clips(theirs).values())
 
 
+@needs_espeak
+def test_spc_language_de_has_german_voices_and_words(tmp_path: Path):
+    module = load_script(SPC_SCRIPT)
+    dialects, _ = module.available_voices(module.LANGUAGES["de"][0])
+    if not dialects:
+        pytest.skip("this espeak-ng has no German voice")
+    out = tmp_path / "de"
+    run(SPC_SCRIPT, "--language", "de", "--words", "null,eins", "--speakers", "3", "--seed", "3", str(out))
+    options = (out / ".options").read_text()
+    assert '"dialects": ["de"]' in options
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["_background_noise_", "eins", "null"]
+    # the same words and seed in English: other voices, so other speakers and other audio
+    en = tmp_path / "en"
+    run(SPC_SCRIPT, "--words", "null,eins", "--speakers", "3", "--seed", "3", str(en))
+    de_clips = {p.name for p in out.glob("null/*.wav")}
+    assert len(de_clips) == 3 and not de_clips & {p.name for p in en.glob("null/*.wav")}
+    # without --words, --language de brings its own 35 words
+    assert len(module.LANGUAGES["de"][1]) == 35 and not set(module.LANGUAGES["de"][1]) & {"yes", "no", "up"}
+
+
 # --------------------------------------------------------------------------------------- ESC-50
 
 

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
 """Synthesise spoken words with espeak-ng, in the layout of Speech Commands V2 (v0.02).
 
-Usage: local/make_espeak_corpus.py [--words w1,w2,...] [--speakers 120] [--takes 1] [--seed 1] [--nj 2] <out-dir>
+Usage: local/make_espeak_corpus.py [--language en] [--words w1,w2,...] [--speakers 120] [--takes 1] [--seed 1] [--nj 2] <out-dir>
 e.g.:  local/make_espeak_corpus.py downloads/spc_espeak
+       local/make_espeak_corpus.py --language de --speakers 100 downloads/spc_espeak_de
 
 Writes <out-dir>/<word>/<speaker>_nohash_<take>.wav (1.0 s, 16 kHz mono, 16-bit), validation_list.txt
 and testing_list.txt (paths <word>/<file>.wav, sorted) and _background_noise_/ (six 30 s synthetic
 noise recordings), as the v0.02 tarball has them, so audiossl.bin.prepare_spc2 reads it unchanged.
 
-A speaker is an espeak-ng voice drawn once: an English dialect (those of en, en-us, en-gb-scotland,
-en-gb-x-gbclan, en-gb-x-rp, en-gb-x-gbcwmd, en-029 that `espeak-ng --voices` lists) with a variant
+--language picks the voices and the default words: en (the 35 words of SPC-2, English dialects) or
+de (35 German words: another vocabulary, other phonemes, one dialect; the corpus that no CPU config
+was tuned on). A speaker is an espeak-ng voice drawn once: a dialect of the language (for en those
+of en, en-us, en-gb-scotland, en-gb-x-gbclan, en-gb-x-rp, en-gb-x-gbcwmd, en-029 that
+`espeak-ng --voices` lists) with a variant
 (`espeak-ng --voices=variant`), a pitch, a speed and a vocal-tract warp; its id is 8 hex digits
 (like bb05582b). It says every word --takes times, each take with a little speed and pitch jitter.
 Each clip is trimmed, put at a random offset in 1 s, given a random gain, a random channel filter and
@@ -43,7 +47,14 @@ WORDS = (
     "backward bed bird cat dog down eight five follow forward four go happy house learn left marvin nine no "
     "off on one right seven sheila six stop three tree two up visual wow yes zero"
 ).split()
-DIALECTS = ("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029")
+WORDS_DE = (
+    "null eins zwei drei vier sechs sieben acht neun zehn elf ja nein oben unten links rechts an aus halt "
+    "los vogel hund katze haus baum bett lernen folgen sonne wasser feuer morgen abend danke"
+).split()
+LANGUAGES = {  # --language: (espeak-ng dialects, default words)
+    "en": (("en", "en-us", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-rp", "en-gb-x-gbcwmd", "en-029"), WORDS),
+    "de": (("de",), WORDS_DE),
+}
 EXCLUDED_VARIANTS = {"fast"}  # fast_test: a speed preset, not a voice
 VALID_PERCENT, TEST_PERCENT = 10, 10
 DONE, OPTIONS = ".done", ".options"
@@ -86,14 +97,14 @@ def _columns(listing: str) -> list[tuple[str, str, str]]:
     ]
 
 
-def available_voices() -> tuple[list[str], list[str]]:
-    """The dialects of DIALECTS that espeak-ng lists, and its variants (sorted)."""
+def available_voices(wanted: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The dialects of `wanted` that espeak-ng lists, and its variants (sorted)."""
     listing = subprocess.run(["espeak-ng", "--voices"], capture_output=True, text=True, check=True).stdout
     languages = set()
     for language, _, other in _columns(listing):
         languages.add(language)
         languages.update(re.findall(r"\(([^\s()]+) \d+\)", other))
-    dialects = [d for d in DIALECTS if d in languages]
+    dialects = [d for d in wanted if d in languages]
     listing = subprocess.run(["espeak-ng", "--voices=variant"], capture_output=True, text=True, check=True).stdout
     variants = sorted(
         {
@@ -351,8 +362,10 @@ def parse_words(text: str) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out_dir", type=Path)
-    parser.add_argument("--words", type=parse_words, default=list(WORDS),
-                        help="words, comma-separated (default: the 35 of SPC-2)")
+    parser.add_argument("--language", choices=sorted(LANGUAGES), default="en",
+                        help="voices and default words (default: %(default)s)")
+    parser.add_argument("--words", type=parse_words, default=None,
+                        help="words, comma-separated (default: the language's 35: SPC-2's for en)")
     parser.add_argument("--speakers", type=int, default=120, help="number of speakers, at least 3 (default: %(default)s)")
     parser.add_argument("--takes", type=int, default=1, help="times each speaker says each word (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=1)
@@ -368,9 +381,12 @@ def main() -> int:
     if shutil.which("espeak-ng") is None:
         say("espeak-ng not found on PATH; install it (apt-get install espeak-ng)")
         return 1
-    dialects, variants = available_voices()
+    wanted, default_words = LANGUAGES[args.language]
+    if args.words is None:
+        args.words = list(default_words)
+    dialects, variants = available_voices(wanted)
     if not dialects:
-        say(f"espeak-ng lists none of the dialects {' '.join(DIALECTS)}")
+        say(f"espeak-ng lists none of the dialects {' '.join(wanted)} of --language {args.language}")
         return 1
     options = json.dumps({"words": args.words, "speakers": args.speakers, "takes": args.takes, "seed": args.seed,
                           "dialects": dialects, "variants": variants}, sort_keys=True)
