@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print("score.py: give --norm-mean and --norm-std together", file=sys.stderr)
         return 2
 
+    from audiossl.data.windows import default_hop
     from audiossl.score.inference import resolve_norm, score_dump_dir
     from audiossl.tasks.finetune import load_finetuned
     from audiossl.train.checkpoint import load_model
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         "model": args.model,
         "data": args.data,
         "window_frames": window,
-        "hop_frames": (args.hop_frames or max(window // 2, 1)) if window else None,
+        "hop_frames": (args.hop_frames or default_hop(window)) if window else None,
         "reduce": args.reduce,
         "norm_mean": norm.mean,
         "norm_std": norm.std,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import kaldiio
 import numpy as np
@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 
 from audiossl.data.datadir import read_kv
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames
-from audiossl.data.windows import active_windows, window_starts
+from audiossl.data.windows import active_windows, default_hop, window_starts
 from audiossl.tasks.abs_task import DataInfo
 
 logger = logging.getLogger(__name__)
@@ -82,6 +82,18 @@ def read_utt2dur(path: str | Path) -> dict[str, float]:
         except (IndexError, ValueError):
             raise ValueError(f"{path}:{lineno}: expected '<utt> <seconds>', got {' '.join(parts)!r}") from None
     return out
+
+
+def read_num_frames(dump_dir: str | Path, utt_ids: Sequence[str], read: Callable[[int], np.ndarray]) -> list[int]:
+    """Frames of each of ``utt_ids``: from ``<dump_dir>/utt2num_frames`` (written by the feature
+    stage) when it lists them all, else ``read(i).shape[0]`` for the i-th of them."""
+    path = Path(dump_dir) / "utt2num_frames"
+    if path.is_file():
+        kv = read_kv(path, check_sorted=False)
+        if all(u in kv for u in utt_ids):
+            return [int(kv[u]) for u in utt_ids]
+    logger.warning("%s: no complete utt2num_frames; reading every clip to get its length", dump_dir)
+    return [int(read(i).shape[0]) for i in range(len(utt_ids))]
 
 
 def read_stats_norm(dump_dir: str | Path) -> FeatureNorm:
@@ -216,11 +228,15 @@ class FeatsDataset(Dataset):
             elif self.crop == "active":
                 start = active_crop_start(feats.numpy(), self.target_frames, np.random.default_rng(seed))
             feats = feats[start : start + self.target_frames]
-        targets = None
-        if self.labels is not None:
-            targets = torch.zeros(self.num_classes, dtype=torch.float32)
-            targets[self.labels[i]] = 1.0
-        return {"utt_id": self.utt_ids[i], "feats": feats, "targets": targets}
+        return {"utt_id": self.utt_ids[i], "feats": feats, "targets": self._targets(i)}
+
+    def _targets(self, i: int) -> torch.Tensor | None:
+        """(C,) multi-hot of clip i, or None without utt2label."""
+        if self.labels is None:
+            return None
+        targets = torch.zeros(self.num_classes, dtype=torch.float32)
+        targets[self.labels[i]] = 1.0
+        return targets
 
 
 class FeatsWindows(FeatsDataset):
@@ -231,7 +247,7 @@ class FeatsWindows(FeatsDataset):
     Args:
         dump_dir, label_names: as :class:`FeatsDataset`.
         target_frames: W, the window length.
-        hop: frames between window starts; None: W // 2 (scoring's default).
+        hop: frames between window starts; None: ``default_hop(W)``, scoring's.
 
     An item is that of :class:`FeatsDataset` (``feats`` the window, at most W frames) plus
     ``"clip"``: the clip's index in feats.scp order, and ``"keep"``: False for a window of digital
@@ -249,21 +265,12 @@ class FeatsWindows(FeatsDataset):
     ):
         assert target_frames and target_frames > 0, f"windows need target_frames > 0, got {target_frames!r}"
         super().__init__(dump_dir, target_frames=target_frames, crop="start", label_names=label_names)
-        self.hop = hop or max(target_frames // 2, 1)
+        self.hop = hop or default_hop(target_frames)
         assert self.hop > 0, f"hop must be positive, got {hop}"
+        frames = read_num_frames(self.dump_dir, self.utt_ids, self._read)
         self.windows: list[tuple[int, int]] = [
-            (i, start) for i, frames in enumerate(self._num_frames())
-            for start in window_starts(frames, target_frames, self.hop)
+            (i, start) for i, n in enumerate(frames) for start in window_starts(n, target_frames, self.hop)
         ]
-
-    def _num_frames(self) -> list[int]:
-        path = self.dump_dir / "utt2num_frames"
-        if path.is_file():
-            kv = read_kv(path, check_sorted=False)
-            if all(u in kv for u in self.utt_ids):
-                return [int(kv[u]) for u in self.utt_ids]
-        logger.warning("%s: no complete utt2num_frames; reading every clip to get its length", self.dump_dir)
-        return [int(self._read(i).shape[0]) for i in range(len(self.utt_ids))]
 
     @property
     def num_clips(self) -> int:
@@ -285,12 +292,8 @@ class FeatsWindows(FeatsDataset):
             keep = bool(active_windows(raw, starts, W)[starts.index(start)])
         else:
             keep = True
-        targets = None
-        if self.labels is not None:
-            targets = torch.zeros(self.num_classes, dtype=torch.float32)
-            targets[self.labels[i]] = 1.0
         feats = torch.from_numpy(np.array(raw[start : start + W], dtype=np.float32, copy=True))
-        return {"utt_id": self.utt_ids[i], "feats": feats, "targets": targets, "clip": i, "keep": keep}
+        return {"utt_id": self.utt_ids[i], "feats": feats, "targets": self._targets(i), "clip": i, "keep": keep}
 
 
 def active_crop_start(feats: np.ndarray, target_frames: int, rng: np.random.Generator) -> int:

@@ -6,7 +6,7 @@ accuracy in ``train.log`` is the one the scoring stage reports:
 
 * a clip of T <= W frames is one window (padded to W in raw log-mel by the collator);
 * a longer clip gets windows starting at 0, hop, 2 hop, ... plus one ending at its last frame, so
-  every frame is seen;
+  every frame is seen; the hop is W // 2 unless given (:func:`default_hop`);
 * windows made only of digital silence (an ESC-50 clip's zero padding,
   ``audiossl.data.fbank.digital_silence_frames``) are left out when the clip has any other window.
 """
@@ -15,6 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from audiossl.data.fbank import digital_silence_frames
+
+
+def default_hop(window: int) -> int:
+    """The hop between windows when none is given: half a window (at least one frame)."""
+    return max(window // 2, 1)
 
 
 def window_starts(num_frames: int, window: int, hop: int) -> list[int]:

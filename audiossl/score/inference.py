@@ -29,8 +29,9 @@ import numpy as np
 import torch
 
 from audiossl.data.datadir import read_kv, read_labels
+from audiossl.data.dataset import read_num_frames
 from audiossl.data.fbank import FeatureNorm
-from audiossl.data.windows import active_windows, window_starts
+from audiossl.data.windows import active_windows, default_hop, window_starts
 
 logger = logging.getLogger(__name__)
 
@@ -113,16 +114,6 @@ def _normalised(raw: np.ndarray, norm: FeatureNorm) -> torch.Tensor:
     return (torch.from_numpy(np.array(raw, dtype=np.float32)) - norm.mean) / (2 * norm.std)  # a writable copy
 
 
-def _num_frames(dump_dir: Path, utt_ids: list[str], feats: Any) -> dict[str, int]:
-    """Frames per utterance from utt2num_frames when the dump has it, else by reading the features."""
-    path = dump_dir / "utt2num_frames"
-    if path.is_file():
-        kv = read_kv(path, check_sorted=False)
-        if all(u in kv for u in utt_ids):
-            return {u: int(kv[u]) for u in utt_ids}
-    return {u: int(feats[u].shape[0]) for u in utt_ids}
-
-
 @torch.no_grad()
 def score_dump_dir(
     model: torch.nn.Module,
@@ -177,7 +168,7 @@ def score_dump_dir(
 
     pending: list[tuple[int, torch.Tensor, int]] = []
     windowed = bool(window_frames)
-    hop = hop_frames or max((window_frames or 0) // 2, 1)
+    hop = hop_frames or default_hop(window_frames or 0)
     if windowed:
         for n, utt in enumerate(utt_ids):
             raw = feats[utt]
@@ -196,8 +187,8 @@ def score_dump_dir(
             run(pending, window_frames)
     else:
         # Whole clips, batched by length to keep padding small.
-        num_frames = _num_frames(dump_dir, utt_ids, feats)
-        by_length = sorted((num_frames[u], n) for n, u in enumerate(utt_ids))
+        num_frames = read_num_frames(dump_dir, utt_ids, lambda n: feats[utt_ids[n]])
+        by_length = sorted((t, n) for n, t in enumerate(num_frames))
         for i in range(0, N, batch_size):
             chunk = by_length[i : i + batch_size]
             run([(n, _normalised(feats[utt_ids[n]], norm), t) for t, n in chunk], max(t for t, _ in chunk))

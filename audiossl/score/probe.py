@@ -46,7 +46,7 @@ from torch import nn
 
 from audiossl.data.datadir import read_labels
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames, normalize
-from audiossl.data.windows import active_windows, window_starts
+from audiossl.data.windows import active_windows, default_hop, window_starts
 from audiossl.models.beats.extract import layer_index, same_length_batches
 from audiossl.score.inference import ScoreResult, read_targets
 from audiossl.score.linear import DEFAULT_L2_GRID, DEFAULT_MAX_ITER, fit_linear, holdout_split, main_metric
@@ -174,7 +174,7 @@ def encoder_embeddings(
         B, T, _ = x.shape
         if patch is not None and min(T, window or T) < patch and not pad_to_window:
             n_short += B
-        starts = window_starts(T, window, max(window // 2, 1)) if window else [0]
+        starts = window_starts(T, window, default_hop(window)) if window else [0]
         # windows of digital silence are left out of a clip's mean, as scoring leaves them out
         keep = np.stack([active_windows(r, starts, window) if window else np.ones(1, bool) for r in raw], axis=1)  # (K, B)
         weight = torch.from_numpy(keep.astype(np.float32))[:, :, None]  # (K, B, 1)

@@ -135,12 +135,9 @@ def _per_clip(
     mean of the kept windows' scores (every clip has one, ``audiossl.data.windows.active_windows``)
     and the clip's targets, in clip order (the validation sampler gives every window once over all
     ranks)."""
-    order = np.lexsort((np.arange(len(clips)), clips))  # by clip, then arrival
-    scores, targets, clips, keep = scores[order], targets[order], clips[order], keep[order]
-    ids, first = np.unique(clips, return_index=True)
+    ids, first, where = np.unique(clips, return_index=True, return_inverse=True)  # where: (M,) row of each window
     sums = np.zeros((len(ids), scores.shape[1]), dtype=np.float64)
     counts = np.zeros(len(ids), dtype=np.int64)
-    where = np.searchsorted(ids, clips)
     np.add.at(sums, where[keep], scores[keep])
     np.add.at(counts, where[keep], 1)
     assert (counts > 0).all(), "a validation clip without a kept window"
@@ -236,7 +233,7 @@ class Trainer:
             d.train, len(self.train_set), self.data_info.num_classes, self.data_info.feat_dim,
             self.norm.mean, self.norm.std, self.sampler.updates_per_epoch,
         )
-        if isinstance(self.valid_set if self.valid_loader is not None else None, FeatsWindows):
+        if self.valid_loader is not None and isinstance(self.valid_set, FeatsWindows):
             logger.info("valid: %s, %d clips in %d windows of %d frames (hop %d), scores averaged per clip",
                         d.valid, self.valid_set.num_clips, len(self.valid_set), d.target_frames, self.valid_set.hop)
         elif self.valid_loader is not None:
