@@ -31,7 +31,14 @@ NONE_STRINGS = ("null", "none", "~")
 
 
 class ConfigError(ValueError):
-    """A config file or command-line override is malformed; the message names the key and source."""
+    """A config file or command-line override is malformed; the message names the key and source.
+
+    ``key``: the dotted key at fault when known (``optim.max_updates``), so that a bad value given on
+    the command line is blamed on the option, not on the file."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,7 +266,13 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], where: str = "config") 
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = convert_value(data[name], hints[name], f"{where}.{name}" if where else name)
+            key = f"{where}.{name}" if where else name
+            try:
+                kwargs[name] = convert_value(data[name], hints[name], key)
+            except ConfigError as e:
+                if e.key is None:
+                    e.key = key
+                raise
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing key {where}.{name} ({_type_name(hints[name])})")
     return cls(**kwargs)
@@ -376,6 +389,14 @@ def config_from_dict(
         _check_override_key(top_types, key)
         _set_dotted(raw, key, value)
 
+    cli_keys = [k for k, _ in overrides]
+
+    def blamed(e: ConfigError) -> ConfigError:
+        """``e`` prefixed with where the bad value came from: the option, or the file."""
+        if e.key is not None and any(e.key == k or e.key.startswith(k + ".") for k in cli_keys):
+            return ConfigError(f"command line: --{e}", key=e.key)
+        return ConfigError(f"{source}: {e}", key=e.key)
+
     def section(name: str, cls: type) -> Any:
         value = raw.get(name)
         if value is None:
@@ -387,7 +408,7 @@ def config_from_dict(
         try:
             return dataclass_from_dict(cls, value, name)
         except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            raise blamed(e) from None
 
     cfg = TrainConfig(
         task=str(task_name),
@@ -399,7 +420,7 @@ def config_from_dict(
     try:
         validate_config(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise blamed(e) from None
     return cfg
 
 
@@ -445,7 +466,7 @@ def validate_config(cfg: TrainConfig) -> None:
     ]
     for ok, key, msg in checks:
         if not ok:
-            raise ConfigError(f"{key} {msg} (got {_get_dotted(cfg, key)!r})")
+            raise ConfigError(f"{key} {msg} (got {_get_dotted(cfg, key)!r})", key=key)
 
 
 def _get_dotted(cfg: Any, key: str) -> Any:
