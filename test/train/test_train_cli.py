@@ -17,7 +17,8 @@ from train_testlib import make_dump, max_abs_diff, state_of, toy_config, write_c
 
 from audiossl.train.checkpoint import load_checkpoint  # noqa: E402
 from audiossl.train.config import config_from_dict  # noqa: E402
-from audiossl.train.trainer import EXIT_REQUEUE, train  # noqa: E402
+from audiossl.train.signals import EXIT_REQUEUE  # noqa: E402
+from audiossl.train.trainer import train  # noqa: E402
 
 TRAIN = [sys.executable, "-m", "audiossl.bin.train"]
 
@@ -45,6 +46,25 @@ def test_bad_key_fails_at_start(data):
     assert out.returncode == 1
     assert "unknown option --optim.lrr" in out.stderr
     assert not (data / "exp" / "checkpoint_last.pt").exists()
+
+
+def test_a_bad_value_is_blamed_on_its_source_and_leaves_no_exp_dir(data):
+    cfg = write_config(data / "c.yaml", toy_config(data))
+    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "ten"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 1
+    assert "command line: --optim.max_updates: expected an integer, got 'ten'" in out.stderr
+    assert f"{cfg}:" not in out.stderr
+    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "-3"],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 1 and "command line: --optim.max_updates must be >= 0" in out.stderr
+    bad = toy_config(data)
+    bad["optim"]["max_updates"] = "ten"
+    bad_cfg = write_config(data / "bad.yaml", bad)
+    out = subprocess.run([*TRAIN, "--config", str(bad_cfg), "--output-dir", str(data / "exp")],
+                         capture_output=True, text=True, env=_env(), timeout=120)
+    assert out.returncode == 1 and f"{bad_cfg}: optim.max_updates: expected an integer" in out.stderr
+    assert not (data / "exp").exists(), "a config that does not load leaves no exp dir"
 
 
 def test_sigterm_saves_exits_75_and_resumes_exactly(data):
