@@ -39,10 +39,13 @@ def test_help():
     assert out.returncode == 0 and "--output-dir" in out.stdout and "--nproc" in out.stdout
 
 
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRAIN, *args], capture_output=True, text=True, env=_env(), timeout=120)
+
+
 def test_bad_key_fails_at_start(data):
     cfg = write_config(data / "c.yaml", toy_config(data))
-    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.lrr", "1"],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.lrr", "1")
     assert out.returncode == 1
     assert "unknown option --optim.lrr" in out.stderr
     assert not (data / "exp" / "checkpoint_last.pt").exists()
@@ -50,19 +53,16 @@ def test_bad_key_fails_at_start(data):
 
 def test_a_bad_value_is_blamed_on_its_source_and_leaves_no_exp_dir(data):
     cfg = write_config(data / "c.yaml", toy_config(data))
-    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "ten"],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "ten")
     assert out.returncode == 1
     assert "command line: --optim.max_updates: expected an integer, got 'ten'" in out.stderr
     assert f"{cfg}:" not in out.stderr
-    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "-3"],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "-3")
     assert out.returncode == 1 and "command line: --optim.max_updates must be >= 0" in out.stderr
     bad = toy_config(data)
     bad["optim"]["max_updates"] = "ten"
     bad_cfg = write_config(data / "bad.yaml", bad)
-    out = subprocess.run([*TRAIN, "--config", str(bad_cfg), "--output-dir", str(data / "exp")],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+    out = _run("--config", str(bad_cfg), "--output-dir", str(data / "exp"))
     assert out.returncode == 1 and f"{bad_cfg}: optim.max_updates: expected an integer" in out.stderr
     assert not (data / "exp").exists(), "a config that does not load leaves no exp dir"
 
