@@ -10,7 +10,9 @@ e.g.:
     utils/queue.pl --num-tasks 2 exp/x/log/train.log srun python -m audiossl.bin.train --config ... --output-dir exp/x
 
 Writes exp/<tag>/{config.yaml, train.log, metrics.jsonl, tensorboard/, checkpoint_last.pt,
-checkpoints/, model.pt}. One optimiser update sees batch_size x processes x accum_grad clips.
+checkpoints/, model.pt}. One optimiser update sees data.batch_size clips over all processes (the
+global batch; the trainer derives the per-process passes and accumulation, capped by
+data.max_batch_per_device).
 
 --ngpu N (N > 1) or --nproc N (N > 1, CPU gloo processes) starts N local workers (they stop when
 this process dies: audiossl/train/launcher.py); under torchrun or a multi-task srun the process joins
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
+    from audiossl.data.sampler import split_global_batch
     from audiossl.train.checkpoint import WriteError
     from audiossl.train.config import ConfigError, load_config
     from audiossl.train.distributed import detect_dist_env, inside_launch
@@ -131,14 +134,20 @@ def _main(argv: list[str]) -> int:
     except ConfigError as e:
         logger.error("%s", e)
         return 1
+    nproc = args.ngpu if (args.ngpu or 0) > 1 else args.nproc
+    launching = nproc > 1 and not inside_launch()
+    try:  # the global batch must split over the processes: checked before any work
+        split_global_batch(cfg.data.batch_size, nproc if launching else info.world_size, cfg.data.max_batch_per_device)
+    except ValueError as e:
+        logger.error("%s: %s", args.config, e)
+        return 1
     out = Path(args.output_dir)  # made only now: a config that does not load leaves no exp dir behind
     setup_logging(out / "train.log" if info.rank == 0 else None, rank=info.rank)
     if info.rank == 0:
         logger.info("command: %s", " ".join([sys.executable, "-m", "audiossl.bin.train", *argv]))
 
     try:
-        nproc = args.ngpu if (args.ngpu or 0) > 1 else args.nproc
-        if nproc > 1 and not inside_launch():
+        if launching:
             return launch_local(nproc, "cuda" if (args.ngpu or 0) > 1 else "cpu", argv, args.output_dir)
         result = train(cfg, out, device=_worker_device(args), dist_info=info)
     except TrainingInterrupted as e:

@@ -7,8 +7,8 @@ The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a
   (deterministic per epoch, partitioned over ranks, resumable mid-epoch), DataLoader workers with
   pinned memory on CUDA; validation on :class:`~audiossl.data.dataset.FeatsWindows` (every window
   scoring cuts a clip into, ``predict`` scores averaged per clip) unless ``data.valid_crop: start``;
-* updates: AdamW with warm-up + cosine (``audiossl.train.optim``), ``accum_grad`` forward/backward
-  passes per update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
+* updates: AdamW with warm-up + cosine (``audiossl.train.optim``), gradient accumulation over the
+  forward/backward passes of one update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
   CUDA, optional ``torch.compile``, optional weight EMA;
 * hooks on the training model (all optional but forward, see ``audiossl/tasks/abs_task.py``):
   ``no_weight_decay()``, ``layer_id(name)`` and ``num_layers`` (parameter groups),
@@ -22,8 +22,9 @@ The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a
   state, one training per exp dir (``audiossl.train.lock``), a failed save that names what is
   intact, and ``model.pt``.
 
-Global batch: one update sees ``data.batch_size x world_size x optim.accum_grad`` clips; the same
-clips, in the same updates, whatever the split between processes and accumulation.
+Global batch: one update sees ``data.batch_size`` clips over all processes, cut by
+``audiossl.data.sampler.split_global_batch`` into passes of at most ``data.max_batch_per_device``
+clips per process; the same clips, in the same updates, whatever the split.
 
 Host syncs: the loop keeps losses, stats, gradient norms and the NaN flag on the device and reads
 them (``.item()``) only at log intervals, validations and saves. One tiny host-side collective per
@@ -50,7 +51,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from audiossl.data.dataset import Collator, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
-from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights
+from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights, split_global_batch
 from audiossl.tasks.abs_task import AbsTrainModel, get_task
 from audiossl.train.checkpoint import (
     WriteError,
@@ -224,6 +225,7 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
     def _build_data(self) -> None:
         d = self.cfg.data
+        self.split = split_global_batch(d.batch_size, self.dist.world_size, d.max_batch_per_device)
         self.train_set = FeatsDataset(d.train, target_frames=d.target_frames, crop=d.crop)
         self.norm = resolve_norm(d.train, d.norm_mean, d.norm_std)
         self.data_info = self.train_set.data_info()
@@ -235,7 +237,7 @@ class Trainer:
         lengths = self.train_set.lengths() if d.target_frames is None else None
         self.sampler = DistributedBatchSampler(
             len(self.train_set),
-            d.batch_size,
+            self.split.micro,
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
             seed=self.cfg.trainer.seed,
@@ -243,7 +245,7 @@ class Trainer:
             weights=weights,
             samples_per_epoch=d.samples_per_epoch,
             lengths=lengths,
-            accum_grad=self.cfg.optim.accum_grad,
+            accum_grad=self.split.accum,
         )
         resolve_epoch_schedule(self.cfg.optim, self.sampler.updates_per_epoch)
         self.train_loader = self._loader(self.train_set, self.sampler)
@@ -259,7 +261,7 @@ class Trainer:
                 if read_labels_txt(valid_labels) != self.train_set.label_names:
                     raise ValueError(f"{valid_labels} differs from {Path(d.train) / 'labels.txt'}: both sets must share one label list")
             vsampler = DistributedBatchSampler(
-                len(self.valid_set), d.batch_size, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                len(self.valid_set), self.split.micro, num_replicas=self.dist.world_size, rank=self.dist.rank,
                 shuffle=False, drop_last=False,
             )
             self.valid_loader = self._loader(self.valid_set, vsampler)
@@ -402,7 +404,7 @@ class Trainer:
                 p.unlink(missing_ok=True)
 
     def _global_batch(self) -> int:
-        return self.cfg.data.batch_size * self.dist.world_size * self.cfg.optim.accum_grad
+        return self.split.global_batch
 
     def _save(self, numbered: bool) -> None:
         """checkpoint_last.pt (and checkpoints/checkpoint_<update>.pt); collective over ranks."""
@@ -502,11 +504,8 @@ class Trainer:
         if self.is_main:
             save_config(cfg, self.out / "config.yaml")
             self.writer = MetricsWriter(self.out, resume_update=self.num_updates)
-        logger.info(
-            "device %s, precision %s, world size %d, global batch %d (batch_size %d x world %d x accum_grad %d)",
-            self.device, self.precision, self.dist.world_size, self._global_batch(), cfg.data.batch_size,
-            self.dist.world_size, cfg.optim.accum_grad,
-        )
+        logger.info("device %s, precision %s, world size %d, %s (config: %d)", self.device, self.precision,
+                    self.dist.world_size, self.split.describe(), cfg.data.batch_size)
         old_handlers = {}
         if threading.current_thread() is threading.main_thread():
             old_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
@@ -549,7 +548,7 @@ class Trainer:
 
     def _loop(self) -> None:
         cfg, t = self.cfg, self.cfg.trainer
-        accum, max_updates = cfg.optim.accum_grad, cfg.optim.max_updates
+        accum, max_updates = self.split.accum, cfg.optim.max_updates
         batches = self._micro_batches()
         self.raw_model.train()
         iv = self.interval  # this log interval's sums so far (carried over a resume)

@@ -379,7 +379,8 @@ def test_disk_full_in_process_raises_write_error(data, small_tmpfs, monkeypatch)
 
 # ------------------------------------------------------------------------------ log intervals
 def test_first_log_line_after_a_mid_interval_resume_is_the_uninterrupted_one(data, monkeypatch):
-    raw = toy_config(data, model={"dropout": 0.2}, optim={"max_updates": 12, "accum_grad": 2},
+    raw = toy_config(data, model={"dropout": 0.2}, data={"batch_size": 8, "max_batch_per_device": 4},
+                     optim={"max_updates": 12},
                      trainer={"log_interval": 4, "save_interval": 100, "valid_interval": 100})
     cfg = config_from_dict(raw)
     train(cfg, data / "straight", device="cpu")
