@@ -176,7 +176,8 @@ if [ -f "${data}/labels.txt" ]; then
     cp "${data}/labels.txt" "${dump}/labels.txt"
 fi
 
-if ! python3 -m audiossl.bin.compute_stats "${dump}/feats.scp" "${dump}/stats.json" > "${dump}/log/stats.log" 2>&1; then
+if ! python3 -m audiossl.bin.compute_stats --skip-bad "${skip_bad}" "${dump}/feats.scp" "${dump}/stats.json" \
+        > "${dump}/log/stats.log" 2>&1; then
     echo "$0: computing ${dump}/stats.json failed; the last lines of ${dump}/log/stats.log:" >&2
     tail -n 15 "${dump}/log/stats.log" >&2
     exit 1

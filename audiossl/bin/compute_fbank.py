@@ -11,7 +11,8 @@ e.g.:
 
 Each utterance is loaded (16 kHz mono), turned into raw (T, 128) float32 log-mel features by the
 official front end of ``--kind`` (audiossl.data.fbank) and written with kaldiio. An utterance that
-cannot be used (missing, corrupt, empty or too short audio, a failing pipe) is listed in <bad-list>
+cannot be used (missing, corrupt, empty or too short audio, a failing pipe, audio whose features are
+NaN or infinite) is listed in <bad-list>
 as ``<utt> <path> <reason>`` (the path shell-quoted; a pipe's command) and skipped; the program then exits 1 unless ``--skip-bad true``.
 ``<utt> <num_frames>`` lines go to ``--utt2num-frames`` (default: next to <feats-scp>, ``feats.N.scp``
 -> ``utt2num_frames.N``). Normally run by utils/make_fbank.sh, one job per split.
@@ -98,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
                                            f"too short: {wav.numel()} samples give no 25 ms frame"))
                 continue
             feats = compute_fbank(wav, args.kind)  # (T, 128)
+            bad_values = feats.numel() - int(torch.isfinite(feats).sum())
+            if bad_values:
+                bad_samples = wav.numel() - int(torch.isfinite(wav).sum())
+                report_bad(utt, AudioError(spec_path(data.audio_spec(utt)[0]),
+                                           f"non-finite features: {bad_values} NaN/inf values "
+                                           f"({bad_samples} non-finite audio samples)"))
+                continue
             writer(utt, feats.numpy())
             frames_out.write(f"{utt} {feats.shape[0]}\n")
             num_done += 1

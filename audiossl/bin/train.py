@@ -10,33 +10,31 @@ e.g.:
     utils/queue.pl --num-tasks 2 exp/x/log/train.log srun python -m audiossl.bin.train --config ... --output-dir exp/x
 
 Writes exp/<tag>/{config.yaml, train.log, metrics.jsonl, tensorboard/, checkpoint_last.pt,
-checkpoints/, model.pt}. One optimiser update sees batch_size x processes x accum_grad clips.
+checkpoints/, model.pt}. One optimiser update sees data.batch_size clips over all processes (the
+global batch; the trainer derives the per-process passes and accumulation, capped by
+data.max_batch_per_device).
 
---ngpu N (N > 1) or --nproc N (N > 1, CPU gloo processes) starts N local workers through
-torch.distributed.run; under torchrun or a multi-task srun the process joins that launch instead.
-Exit codes: 0 done, 1 error, 75 stopped by SIGTERM/SIGUSR1 after saving (re-run to resume; queue.pl
---requeue resubmits on 75).
+--ngpu N (N > 1) or --nproc N (N > 1, CPU gloo processes) starts N local workers (they stop when
+this process dies: audiossl/train/launcher.py); under torchrun or a multi-task srun the process joins
+that launch instead. One training at a time per exp dir: a second one is refused (exp/<tag>/.lock).
+Exit codes: 0 done, 1 error, 75 stopped by SIGTERM/SIGUSR1: after saving in training, at once before
+it (re-run the same command to resume; queue.pl --requeue resubmits on 75).
 """
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-import signal
-import subprocess
-import sys
-from pathlib import Path
+# The stop signals' start-up handler goes in before anything heavy is imported: a preemption during
+# the imports, data or model building exits 75 like one during training (audiossl/train/signals.py).
+from audiossl.train import signals  # noqa: I001  (first, on purpose)
 
-from audiossl.train.config import ConfigError, load_config
-from audiossl.train.distributed import detect_dist_env, inside_launch
-from audiossl.train.logging import setup_logging
-from audiossl.train.trainer import (
-    EXIT_REQUEUE,
-    INTERRUPTED_MARKER,
-    NonFiniteLossError,
-    TrainingInterrupted,
-    train,
-)
+if __name__ == "__main__":
+    signals.watch_startup()
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 logger = logging.getLogger("audiossl.bin.train")
 
@@ -82,39 +80,46 @@ def _strip_launch_args(argv: list[str]) -> list[str]:
 
 
 def launch_local(nproc: int, device: str, argv: list[str], output_dir: str) -> int:
-    """Run ``nproc`` workers of this command through torch.distributed.run; returns the exit code.
+    """Run ``nproc`` workers of this command on this machine (audiossl/train/launcher.py), holding
+    the exp dir's lock for them; returns the launch's exit code."""
+    from audiossl.train import launcher, lock
 
-    SIGTERM/SIGUSR1 are forwarded (as SIGTERM) to torchrun, which passes them to the workers; the
-    result is 75 when the workers saved and stopped on it.
-    """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1",
-           "--nproc-per-node", str(nproc), "-m", "audiossl.bin.train", *_strip_launch_args(argv), "--device", device]
-    logger.info("launching %d local workers: %s", nproc, " ".join(cmd))
-    marker = Path(output_dir) / INTERRUPTED_MARKER
-    marker.unlink(missing_ok=True)
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    proc = subprocess.Popen(cmd, env=env)
-    forwarded = []
-
-    def forward(signum, frame):
-        forwarded.append(signum)
-        proc.send_signal(signal.SIGTERM)
-
-    old = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGUSR1)}
+    held = lock.ExpDirLock(output_dir).acquire()
     try:
-        rc = proc.wait()
+        cmd = [sys.executable, "-m", "audiossl.bin.train", *_strip_launch_args(argv), "--device", device]
+        logger.info("launching %d local workers: %s", nproc, " ".join(cmd))
+        env = {**os.environ, lock.INHERITED_ENV: str(held.path)}
+        return launcher.launch(cmd, nproc, env=env, pass_fds=[held.fd])
     finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-    if marker.is_file():
-        marker.unlink()
-        return EXIT_REQUEUE
-    return rc
+        held.release()
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+    """The command (module docstring); returns its exit code. Stop signals that come before the
+    training loop (or after it) end it with 75 at once."""
+    handlers: dict = {}
+    try:
+        handlers = signals.stop_at_startup()
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except signals.StartupStopped as e:
+        if not logging.getLogger().handlers:
+            logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s: %(message)s")
+        logger.warning("%s: nothing to save; exiting with code %d (re-run the same command to resume)",
+                       e, signals.EXIT_REQUEUE)
+        return signals.EXIT_REQUEUE
+    finally:
+        signals.restore(handlers)
+
+
+def _main(argv: list[str]) -> int:
+    from audiossl.data.sampler import split_global_batch
+    from audiossl.train.checkpoint import WriteError
+    from audiossl.train.config import ConfigError, load_config
+    from audiossl.train.distributed import detect_dist_env, inside_launch
+    from audiossl.train.lock import ExpDirBusy
+    from audiossl.train.logging import setup_logging
+    from audiossl.train.trainer import NonFiniteLossError, TrainingInterrupted, train
+
     parser = get_parser()
     args, rest = parser.parse_known_args(argv)
     if args.ngpu is not None and args.ngpu > 0 and args.nproc > 1:
@@ -123,26 +128,32 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--nproc must be >= 1 and --ngpu >= 0")
 
     info = detect_dist_env()
-    out = Path(args.output_dir)
-    setup_logging(out / "train.log" if info.rank == 0 else None, rank=info.rank)
-    if info.rank == 0:
-        logger.info("command: %s", " ".join([sys.executable, "-m", "audiossl.bin.train", *argv]))
+    setup_logging(None, rank=info.rank)
     try:
         cfg = load_config(args.config, rest)
     except ConfigError as e:
         logger.error("%s", e)
         return 1
-
     nproc = args.ngpu if (args.ngpu or 0) > 1 else args.nproc
-    if nproc > 1 and not inside_launch():
-        return launch_local(nproc, "cuda" if (args.ngpu or 0) > 1 else "cpu", argv, args.output_dir)
+    launching = nproc > 1 and not inside_launch()
+    try:  # the global batch must split over the processes: checked before any work
+        split_global_batch(cfg.data.batch_size, nproc if launching else info.world_size, cfg.data.max_batch_per_device)
+    except ValueError as e:
+        logger.error("%s: %s", args.config, e)
+        return 1
+    out = Path(args.output_dir)  # made only now: a config that does not load leaves no exp dir behind
+    setup_logging(out / "train.log" if info.rank == 0 else None, rank=info.rank)
+    if info.rank == 0:
+        logger.info("command: %s", " ".join([sys.executable, "-m", "audiossl.bin.train", *argv]))
 
     try:
+        if launching:
+            return launch_local(nproc, "cuda" if (args.ngpu or 0) > 1 else "cpu", argv, args.output_dir)
         result = train(cfg, out, device=_worker_device(args), dist_info=info)
     except TrainingInterrupted as e:
-        logger.warning("%s; exiting with code %d (re-run the same command to resume)", e, EXIT_REQUEUE)
-        return EXIT_REQUEUE
-    except (NonFiniteLossError, FileNotFoundError) as e:
+        logger.warning("%s; exiting with code %d (re-run the same command to resume)", e, signals.EXIT_REQUEUE)
+        return signals.EXIT_REQUEUE
+    except (NonFiniteLossError, FileNotFoundError, ExpDirBusy, WriteError) as e:
         logger.error("%s", e)
         return 1
     if result.model_path is not None:
@@ -165,6 +176,8 @@ def exit_worker(code: int) -> None:
 
 if __name__ == "__main__":
     code = main()
-    if inside_launch():
+    signals.restore({s: signal.SIG_IGN for s in signals.STOP_SIGNALS})  # done: a late signal changes nothing
+    launch = sys.modules.get("audiossl.train.distributed")  # not imported: stopped before any launch
+    if launch is not None and launch.inside_launch():
         exit_worker(code)
     sys.exit(code)

@@ -151,8 +151,8 @@ class FeatsDataset(Dataset):
         scp = self.dump_dir / "feats.scp"
         if not scp.is_file():
             raise FileNotFoundError(f"{scp}: no feats.scp; run the feature stage (stage 2) for this set first")
-        self.feats = kaldiio.load_scp(str(scp))
-        self.utt_ids: list[str] = list(self.feats.keys())
+        self.feats = read_kv(scp, check_sorted=False)  # utt -> "<ark>:<offset>"
+        self.utt_ids: list[str] = list(self.feats)
         if not self.utt_ids:
             raise ValueError(f"{scp}: no utterances")
 
@@ -185,12 +185,17 @@ class FeatsDataset(Dataset):
 
     def _read(self, i: int) -> np.ndarray:
         utt = self.utt_ids[i]
+        where = f"{self.dump_dir}/feats.scp: utterance {utt!r} ({self.feats[utt]})"
         try:
-            mat = self.feats[utt]
+            mat = kaldiio.load_mat(self.feats[utt])
         except Exception as e:
-            raise OSError(f"{self.dump_dir}/feats.scp: cannot read utterance {utt!r}: {e}") from e
+            raise OSError(f"{where}: cannot read it: {e}") from e
         if mat.ndim != 2:
-            raise ValueError(f"{self.dump_dir}/feats.scp: utterance {utt!r} is not a (frames, bins) matrix: shape {mat.shape}")
+            raise ValueError(f"{where}: not a (frames, bins) matrix: shape {mat.shape}")
+        bad = mat.size - int(np.isfinite(mat).sum())
+        if bad:
+            raise ValueError(f"{where}: {bad} of its {mat.size} feature values are NaN or infinite; "
+                             "recompute this set's features (stage 2), which lists such utterances as bad")
         return mat
 
     @property

@@ -5,7 +5,8 @@ Each epoch has one *global order* of clip indices, drawn from a generator seeded
 replacement. The global order is cut into *global batches* of ``batch_size x num_replicas`` clips, and
 rank r takes slice ``[r * batch_size, (r + 1) * batch_size)`` of each. So one optimiser update
 (``accum_grad`` consecutive global batches) sees the same clips whatever the number of processes,
-as long as ``batch_size x num_replicas x accum_grad`` is unchanged. Each training epoch keeps only
+as long as ``batch_size x num_replicas x accum_grad`` is unchanged: :func:`split_global_batch` is
+how the trainer derives both from a config's ``data.batch_size`` (the clips of one update). Each training epoch keeps only
 whole updates (the remainder of the order is dropped) so that epochs and updates line up.
 
 The sampler yields lists of ``(index, seed)``: the seed, a hash of (seed, epoch, position in the
@@ -19,6 +20,7 @@ batches are shuffled, so a batch padded to its longest clip wastes little.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -61,6 +63,41 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         base = _mix64(np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(epoch))
         x = _mix64(base ^ (positions.astype(np.uint64) * np.uint64(0xD1B54A32D192ED03) + np.uint64(1)))
     return (x >> np.uint64(1)).astype(np.int64)
+
+
+@dataclass(frozen=True)
+class BatchSplit:
+    """How one global batch is cut: ``world_size`` processes x ``micro`` clips x ``accum`` passes."""
+
+    global_batch: int
+    world_size: int
+    micro: int  # clips of one forward pass of one process
+    accum: int  # forward/backward passes per update
+
+    def describe(self) -> str:
+        return (f"global batch {self.global_batch} = {self.world_size} process{'es' if self.world_size > 1 else ''} "
+                f"x {self.micro} clips x {self.accum} accumulation")
+
+
+def split_global_batch(global_batch: int, world_size: int, max_per_device: int | None) -> BatchSplit:
+    """Cut ``global_batch`` clips per update over ``world_size`` processes, in forward passes of at
+    most ``max_per_device`` clips (None: no cap) and as few of them as that allows.
+
+    Raises ValueError naming the numbers when it cannot be cut exactly: the global batch must be a
+    multiple of the world size, and a process's share must be a multiple of the pass count.
+    """
+    assert global_batch >= 1 and world_size >= 1, f"bad global batch {global_batch} or world size {world_size}"
+    if global_batch % world_size:
+        raise ValueError(
+            f"data.batch_size {global_batch} (the global batch) cannot be split over {world_size} processes: "
+            f"give a multiple of {world_size}, or another number of processes"
+        )
+    share = global_batch // world_size
+    cap = share if max_per_device is None else max_per_device
+    accum = -(-share // cap)  # the fewest passes that respect the cap ...
+    while share % accum:  # ... that also split the share exactly
+        accum += 1
+    return BatchSplit(global_batch, world_size, share // accum, accum)
 
 
 class DistributedBatchSampler(Sampler):
@@ -125,8 +162,8 @@ class DistributedBatchSampler(Sampler):
             self.updates_per_epoch = n // (self.global_batch * accum_grad)
             if self.updates_per_epoch == 0:
                 raise ValueError(
-                    f"one update needs batch_size x world size x accum_grad = {self.global_batch * accum_grad} clips, "
-                    f"but an epoch has only {n}; lower data.batch_size or optim.accum_grad"
+                    f"one update needs {self.global_batch * accum_grad} clips (data.batch_size, the global batch), "
+                    f"but an epoch has only {n}; lower data.batch_size"
                 )
             self.batches_per_epoch = self.updates_per_epoch * accum_grad
         else:

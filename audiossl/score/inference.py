@@ -9,8 +9,12 @@ A clip is scored the way the model was trained to see it:
   crops avoid it, ``data.crop: active``), and the window scores are averaged (``reduce: mean``) or
   max-pooled (``reduce: max``). Window scores are probabilities (sigmoid or softmax), so the result
   stays one. The trainer validates on the same windows (``data.valid_crop: windows``).
-* ``window_frames`` 0 (or a model trained with ``target_frames: null``): whole clips, padded to the
-  longest clip of the batch, with the padding mask (BEATs' variable-length path).
+* ``window_frames`` 0 (or a model trained with ``target_frames: null``): whole clips, batched only
+  with clips of the same length, so that no padding is added and a clip's scores are the ones it
+  gets alone (padding changes a BEATs clip's probabilities by up to 3e-2: its convolutional
+  positions and layer statistics see the padded frames).
+
+Either way a clip's scores do not depend on what it is batched with.
 
 Features are normalised with ``(x - mean) / (2 std)``: the constants given, else the training
 config's ``data.norm_mean`` / ``data.norm_std``, else the ``stats.json`` of its ``data.train`` dir.
@@ -186,12 +190,15 @@ def score_dump_dir(
         if pending:
             run(pending, window_frames)
     else:
-        # Whole clips, batched by length to keep padding small.
+        # Whole clips, each batch of one length: nothing padded (see the module docstring).
         num_frames = read_num_frames(dump_dir, utt_ids, lambda n: feats[utt_ids[n]])
-        by_length = sorted((t, n) for n, t in enumerate(num_frames))
-        for i in range(0, N, batch_size):
-            chunk = by_length[i : i + batch_size]
-            run([(n, _normalised(feats[utt_ids[n]], norm), t) for t, n in chunk], max(t for t, _ in chunk))
+        by_length: dict[int, list[int]] = {}
+        for n, t in enumerate(num_frames):
+            by_length.setdefault(t, []).append(n)
+        for t in sorted(by_length):
+            clips = by_length[t]
+            for i in range(0, len(clips), batch_size):
+                run([(n, _normalised(feats[utt_ids[n]], norm), t) for n in clips[i : i + batch_size]], t)
     combined = sums / torch.from_numpy(np.maximum(counts, 1))[:, None] if reduce == "mean" else maxes
     targets, display = read_targets(dump_dir, utt_ids, label_names)
     logger.info("scored %d utterances of %s in %d windows", N, dump_dir, int(counts.sum()))

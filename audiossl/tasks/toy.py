@@ -27,6 +27,7 @@ class ToyModelConfig:
     loss: Literal["bce", "ce"] = "bce"  # bce: multi-label targets; ce: single-label (argmax of targets)
     dropout: float = 0.0  # on the pooled vector, before the head
     step_delay_s: float = 0.0  # sleep in each training forward: a slow model for signal-handling tests
+    build_delay_s: float = 0.0  # sleep while the model is built: a slow start-up, for the same tests
 
 
 class ConvBlock(nn.Module):
@@ -128,6 +129,8 @@ class ToyClassifierTask(AbsTask):
 
     @classmethod
     def build_model(cls, model_cfg: ToyModelConfig, data_info: DataInfo) -> ToyClassifier:
+        if model_cfg.build_delay_s > 0:
+            time.sleep(model_cfg.build_delay_s)
         return ToyClassifier(model_cfg, data_info)
 
     @classmethod

@@ -23,26 +23,60 @@ import torch
 
 MODEL_FORMAT = "audiossl-model"
 MODEL_VERSION = 1
+TMP_SUFFIX = ".tmp"  # atomic writes go to .<name>.<random>.tmp beside the file, then are renamed
+
+
+class WriteError(OSError):
+    """A file could not be written (disk full, quota, permissions); the file's previous version, if
+    any, is intact and no temporary file is left. ``str()`` names the file and the reason."""
+
+
+def _os_error(e: BaseException) -> OSError | None:
+    """The OSError behind ``e`` (torch.save turns ENOSPC into a RuntimeError chained to it)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temporary file in the same directory, fsync, then rename over ``path``.
 
-    A crash mid-write leaves the previous file intact (rename is atomic on POSIX).
+    A crash mid-write leaves the previous file intact (rename is atomic on POSIX); a failed write
+    (e.g. disk full) raises :class:`WriteError` and removes the temporary file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        raise
+        err = _os_error(e)
+        if err is None:
+            raise
+        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left in ``directory``
+    (only safe while no other process writes there: the trainer holds the exp dir's lock)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    doomed = [p for p in directory.iterdir()
+              if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file()]
+    for p in doomed:
+        p.unlink(missing_ok=True)
+    return doomed
 
 
 def save_model(
@@ -125,7 +159,7 @@ def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
     """Make ``dst`` a second name of ``src`` (a hard link; a copy where links are not possible),
     replacing any previous ``dst`` atomically."""
     src, dst = Path(src), Path(dst)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=TMP_SUFFIX, dir=dst.parent)
     os.close(fd)
     os.unlink(tmp)
     try:
@@ -134,9 +168,11 @@ def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
         except OSError:
             shutil.copyfile(src, tmp)
         os.replace(tmp, dst)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(e, OSError):
+            raise WriteError(e.errno, f"cannot write {dst}: {e.strerror or e}") from None
         raise
 
 

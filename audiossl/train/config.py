@@ -13,8 +13,11 @@ Every value is converted to its dataclass field's type, so ``--optim.lr 1e-4`` o
 name the key and where it came from. :func:`config_to_dict` gives the resolved config, which the
 trainer writes as ``exp/<tag>/config.yaml`` and stores in every checkpoint and ``model.pt``.
 
-Global batch: one optimiser update sees ``data.batch_size x world_size x optim.accum_grad`` clips
-(``batch_size`` is per process and per forward pass).
+Batch: ``data.batch_size`` is the global batch, the clips of one optimiser update over all
+processes, as the papers give it. The trainer splits it (``audiossl.data.sampler.split_global_batch``):
+``batch_size / world_size`` clips per process, in forward passes of at most
+``data.max_batch_per_device`` clips (the rest is gradient accumulation); so 1, 4 or 8 GPUs, or
+``--nproc N`` on CPU, train with the same updates.
 """
 from __future__ import annotations
 
@@ -28,10 +31,21 @@ from typing import Any, Literal
 import yaml
 
 NONE_STRINGS = ("null", "none", "~")
+RETIRED_KEYS = {  # keys older configs have, and what replaced them
+    "optim.accum_grad": "data.batch_size is the global batch (clips per update over all processes) and "
+                        "the trainer derives the accumulation; cap one forward pass with data.max_batch_per_device",
+}
 
 
 class ConfigError(ValueError):
-    """A config file or command-line override is malformed; the message names the key and source."""
+    """A config file or command-line override is malformed; the message names the key and source.
+
+    ``key``: the dotted key at fault when known (``optim.max_updates``), so that a bad value given on
+    the command line is blamed on the option, not on the file."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 # --------------------------------------------------------------------------------------------
@@ -52,7 +66,9 @@ class DataConfig:
     # windows = every window scoring cuts them into, scores averaged per clip (audiossl.data.windows),
     # so train.log's accuracy/mAP is the scored one; start = the first target_frames frames only
     valid_hop: int | None = None  # frames between validation windows; None: target_frames // 2, as scoring
-    batch_size: int = 8  # clips per process per forward pass
+    batch_size: int = 8  # the global batch: clips per optimiser update, over all processes
+    max_batch_per_device: int | None = None  # most clips of one forward pass; more per process are
+    # accumulated (None: the whole share of a process in one pass)
     num_workers: int = 2  # DataLoader worker processes per training process
     weighted_sampler: bool = False  # label-balanced sampling with replacement (AudioSet)
     samples_per_epoch: int | None = None  # clips per epoch; None: the size of the train set
@@ -77,7 +93,6 @@ class OptimConfig:
     min_lr: float = 0.0
     layer_decay: float = 1.0  # layer-wise LR decay: lr x layer_decay^(num_layers + 1 - layer_id)
     clip_norm: float = 0.0  # gradient clipping by global norm; 0: no clipping (the norm is still logged)
-    accum_grad: int = 1  # forward/backward passes per update
 
 
 @dataclass
@@ -253,13 +268,22 @@ def dataclass_from_dict(cls: type, data: dict[str, Any], where: str = "config") 
     unknown = [k for k in data if k not in fields]
     if unknown:
         prefix = f"{where}." if where else ""
+        key = f"{prefix}{unknown[0]}"
+        if key in RETIRED_KEYS:
+            raise ConfigError(f"{key} is no longer a key: {RETIRED_KEYS[key]}", key=key)
         raise ConfigError(
-            f"unknown key {prefix}{unknown[0]} (known keys of {where or cls.__name__}: {', '.join(fields)})"
+            f"unknown key {key} (known keys of {where or cls.__name__}: {', '.join(fields)})", key=key
         )
     kwargs = {}
     for name, f in fields.items():
         if name in data:
-            kwargs[name] = convert_value(data[name], hints[name], f"{where}.{name}" if where else name)
+            key = f"{where}.{name}" if where else name
+            try:
+                kwargs[name] = convert_value(data[name], hints[name], key)
+            except ConfigError as e:
+                if e.key is None:
+                    e.key = key
+                raise
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"missing key {where}.{name} ({_type_name(hints[name])})")
     return cls(**kwargs)
@@ -309,6 +333,8 @@ def _check_override_key(cfg_types: dict[str, Any], key: str) -> None:
     fields = cfg_types
     for depth, p in enumerate(parts):
         if fields is None or p not in fields:
+            if key in RETIRED_KEYS:
+                raise ConfigError(f"command line: --{key} is no longer an option: {RETIRED_KEYS[key]}")
             known = ", ".join(fields) if fields else "none"
             raise ConfigError(f"command line: unknown option --{key} ({'.'.join(parts[:depth]) or 'top level'} keys: {known})")
         tp = fields[p]
@@ -376,6 +402,14 @@ def config_from_dict(
         _check_override_key(top_types, key)
         _set_dotted(raw, key, value)
 
+    cli_keys = [k for k, _ in overrides]
+
+    def blamed(e: ConfigError) -> ConfigError:
+        """``e`` prefixed with where the bad value came from: the option, or the file."""
+        if e.key is not None and any(e.key == k or e.key.startswith(k + ".") for k in cli_keys):
+            return ConfigError(f"command line: --{e}", key=e.key)
+        return ConfigError(f"{source}: {e}", key=e.key)
+
     def section(name: str, cls: type) -> Any:
         value = raw.get(name)
         if value is None:
@@ -387,7 +421,7 @@ def config_from_dict(
         try:
             return dataclass_from_dict(cls, value, name)
         except ConfigError as e:
-            raise ConfigError(f"{source}: {e}") from None
+            raise blamed(e) from None
 
     cfg = TrainConfig(
         task=str(task_name),
@@ -399,7 +433,7 @@ def config_from_dict(
     try:
         validate_config(cfg)
     except ConfigError as e:
-        raise ConfigError(f"{source}: {e}") from None
+        raise blamed(e) from None
     return cfg
 
 
@@ -417,6 +451,8 @@ def validate_config(cfg: TrainConfig) -> None:
     checks = [
         (bool(d.train), "data.train", "is required: the feature dump dir to train on"),
         (d.batch_size >= 1, "data.batch_size", "must be >= 1"),
+        (d.max_batch_per_device is None or d.max_batch_per_device >= 1, "data.max_batch_per_device",
+         "must be >= 1 or null"),
         (d.num_workers >= 0, "data.num_workers", "must be >= 0"),
         (d.target_frames is None or d.target_frames >= 1, "data.target_frames", "must be >= 1 or null"),
         (d.valid_hop is None or d.valid_hop >= 1, "data.valid_hop", "must be >= 1 or null"),
@@ -429,7 +465,6 @@ def validate_config(cfg: TrainConfig) -> None:
         (0 <= o.min_lr <= o.lr, "optim.min_lr", "must be in [0, optim.lr]"),
         (0 < o.layer_decay <= 1, "optim.layer_decay", "must be in (0, 1]"),
         (o.clip_norm >= 0, "optim.clip_norm", "must be >= 0 (0 = no clipping)"),
-        (o.accum_grad >= 1, "optim.accum_grad", "must be >= 1"),
         (all(0 <= b < 1 for b in o.betas), "optim.betas", "must be in [0, 1)"),
         (t.log_interval >= 1, "trainer.log_interval", "must be >= 1"),
         (t.valid_interval >= 1, "trainer.valid_interval", "must be >= 1"),
@@ -445,7 +480,7 @@ def validate_config(cfg: TrainConfig) -> None:
     ]
     for ok, key, msg in checks:
         if not ok:
-            raise ConfigError(f"{key} {msg} (got {_get_dotted(cfg, key)!r})")
+            raise ConfigError(f"{key} {msg} (got {_get_dotted(cfg, key)!r})", key=key)
 
 
 def _get_dotted(cfg: Any, key: str) -> Any:

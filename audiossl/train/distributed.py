@@ -2,8 +2,9 @@
 
 Three ways a training process starts:
 
-* ``torchrun`` / ``python -m torch.distributed.run`` (also what ``bin/train.py --ngpu N`` and
-  ``--nproc N`` use): RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are in the environment.
+* ``torchrun`` / ``python -m torch.distributed.run``, or the local launcher of ``bin/train.py
+  --ngpu N`` / ``--nproc N`` (``audiossl.train.launcher``, which sets the same variables): RANK,
+  WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT are in the environment.
 * ``srun`` inside a Slurm job with several tasks: SLURM_PROCID, SLURM_STEP_NUM_TASKS (set in an
   srun step only: a batch script that did not call srun is one process), SLURM_LOCALID; the master is
   the first host of SLURM_JOB_NODELIST (``scontrol show hostnames``) and the port is derived from the

@@ -7,8 +7,8 @@ The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a
   (deterministic per epoch, partitioned over ranks, resumable mid-epoch), DataLoader workers with
   pinned memory on CUDA; validation on :class:`~audiossl.data.dataset.FeatsWindows` (every window
   scoring cuts a clip into, ``predict`` scores averaged per clip) unless ``data.valid_crop: start``;
-* updates: AdamW with warm-up + cosine (``audiossl.train.optim``), ``accum_grad`` forward/backward
-  passes per update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
+* updates: AdamW with warm-up + cosine (``audiossl.train.optim``), gradient accumulation over the
+  forward/backward passes of one update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
   CUDA, optional ``torch.compile``, optional weight EMA;
 * hooks on the training model (all optional but forward, see ``audiossl/tasks/abs_task.py``):
   ``no_weight_decay()``, ``layer_id(name)`` and ``num_layers`` (parameter groups),
@@ -18,10 +18,13 @@ The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a
 * bookkeeping: progress lines, TensorBoard and metrics.jsonl, validation every ``valid_interval``
   updates, best-k models, checkpoints every ``save_interval`` updates, exact resume from
   ``checkpoint_last.pt``, a clean stop on SIGTERM/SIGUSR1 (:class:`TrainingInterrupted`, exit code 75
-  in ``bin/train.py``), a stop on NaN/inf loss that never saves the bad state, and ``model.pt``.
+  in ``bin/train.py``; ``audiossl.train.signals``), a stop on NaN/inf loss that never saves the bad
+  state, one training per exp dir (``audiossl.train.lock``), a failed save that names what is
+  intact, and ``model.pt``.
 
-Global batch: one update sees ``data.batch_size x world_size x optim.accum_grad`` clips; the same
-clips, in the same updates, whatever the split between processes and accumulation.
+Global batch: one update sees ``data.batch_size`` clips over all processes, cut by
+``audiossl.data.sampler.split_global_batch`` into passes of at most ``data.max_batch_per_device``
+clips per process; the same clips, in the same updates, whatever the split.
 
 Host syncs: the loop keeps losses, stats, gradient norms and the NaN flag on the device and reads
 them (``.item()``) only at log intervals, validations and saves. One tiny host-side collective per
@@ -48,13 +51,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from audiossl.data.dataset import Collator, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
-from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights
+from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights, split_global_batch
 from audiossl.tasks.abs_task import AbsTrainModel, get_task
 from audiossl.train.checkpoint import (
+    WriteError,
     atomic_link,
     atomic_save,
     load_checkpoint,
     prune_checkpoints,
+    remove_stale_temporaries,
     rng_state,
     save_checkpoint,
     save_model,
@@ -63,14 +68,14 @@ from audiossl.train.checkpoint import (
 from audiossl.train.config import TrainConfig, config_to_dict, save_config
 from audiossl.train.distributed import DistContext, DistInfo, detect_dist_env
 from audiossl.train.ema import WeightEMA
+from audiossl.train.lock import ExpDirLock
+from audiossl.train.lock import inherited as lock_inherited
 from audiossl.train.logging import MetricsWriter, format_duration
 from audiossl.train.optim import WarmupCosineScheduler, build_optimizer, resolve_epoch_schedule
+from audiossl.train.signals import STOP_SIGNALS
 
 logger = logging.getLogger(__name__)
 
-EXIT_REQUEUE = 75  # exit code after a signal-triggered save: queue.pl --requeue resubmits the job
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
-INTERRUPTED_MARKER = ".interrupted"  # written by rank 0 after a signal-triggered save
 
 
 class TrainingInterrupted(Exception):
@@ -84,6 +89,37 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became NaN/inf; nothing was saved after the last good checkpoint."""
+
+
+@dataclasses.dataclass
+class LogInterval:
+    """What the current log interval has summed so far: per stat, the sum over micro-batches (on the
+    device) and how many reported it; the updates and their gradient norms. Saved in checkpoints, so
+    that the first line after a resume averages the same updates as an uninterrupted run's."""
+
+    sums: dict[str, Any] = dataclasses.field(default_factory=dict)
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    updates: int = 0
+    gnorm: Any = 0.0
+
+    def state(self) -> dict[str, Any]:
+        """This rank's part, as plain numbers."""
+        return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts)}
+
+    @classmethod
+    def restore(cls, saved: dict[str, Any], rank: int, device: torch.device) -> "LogInterval":
+        """The interval of rank ``rank`` from what :meth:`Trainer._save` stored: every saved rank's
+        sums go to rank 0 (the logged value is their sum over ranks anyway, whatever the world size
+        now); the update count and gradient norms (equal on every rank) to all."""
+        iv = cls(updates=int(saved["updates"]))
+        iv.gnorm = torch.tensor(saved["gnorm"], dtype=torch.float32, device=device)
+        if rank == 0:
+            for part in saved["ranks"]:
+                for k, v in part["sums"].items():
+                    t = torch.tensor(v, dtype=torch.float32, device=device)
+                    iv.sums[k] = iv.sums[k] + t if k in iv.sums else t
+                    iv.counts[k] = iv.counts.get(k, 0) + int(part["counts"][k])
+        return iv
 
 
 @dataclasses.dataclass
@@ -168,7 +204,6 @@ class Trainer:
         self.is_main = self.dist.is_main
         if self.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / INTERRUPTED_MARKER).unlink(missing_ok=True)
         t = cfg.trainer
         precision = t.precision
         if precision == "auto":
@@ -183,12 +218,14 @@ class Trainer:
         self.last_saved_update: int | None = None
         self._stop_signal: int | None = None
         self.writer: MetricsWriter | None = None
+        self.interval = LogInterval()
 
     # ----------------------------------------------------------------------------------------
     # Setup
     # ----------------------------------------------------------------------------------------
     def _build_data(self) -> None:
         d = self.cfg.data
+        self.split = split_global_batch(d.batch_size, self.dist.world_size, d.max_batch_per_device)
         self.train_set = FeatsDataset(d.train, target_frames=d.target_frames, crop=d.crop)
         self.norm = resolve_norm(d.train, d.norm_mean, d.norm_std)
         self.data_info = self.train_set.data_info()
@@ -200,7 +237,7 @@ class Trainer:
         lengths = self.train_set.lengths() if d.target_frames is None else None
         self.sampler = DistributedBatchSampler(
             len(self.train_set),
-            d.batch_size,
+            self.split.micro,
             num_replicas=self.dist.world_size,
             rank=self.dist.rank,
             seed=self.cfg.trainer.seed,
@@ -208,7 +245,7 @@ class Trainer:
             weights=weights,
             samples_per_epoch=d.samples_per_epoch,
             lengths=lengths,
-            accum_grad=self.cfg.optim.accum_grad,
+            accum_grad=self.split.accum,
         )
         resolve_epoch_schedule(self.cfg.optim, self.sampler.updates_per_epoch)
         self.train_loader = self._loader(self.train_set, self.sampler)
@@ -224,7 +261,7 @@ class Trainer:
                 if read_labels_txt(valid_labels) != self.train_set.label_names:
                     raise ValueError(f"{valid_labels} differs from {Path(d.train) / 'labels.txt'}: both sets must share one label list")
             vsampler = DistributedBatchSampler(
-                len(self.valid_set), d.batch_size, num_replicas=self.dist.world_size, rank=self.dist.rank,
+                len(self.valid_set), self.split.micro, num_replicas=self.dist.world_size, rank=self.dist.rank,
                 shuffle=False, drop_last=False,
             )
             self.valid_loader = self._loader(self.valid_set, vsampler)
@@ -331,6 +368,8 @@ class Trainer:
         if clips is not None and clips != self.position * self.sampler.global_batch:
             # another batch_size x world size: go on after the clips of the epoch already seen
             self.position = min(int(clips) // self.sampler.global_batch, self.sampler.batches_per_epoch)
+        if ckpt.get("log_interval") is not None:
+            self.interval = LogInterval.restore(ckpt["log_interval"], self.dist.rank, self.device)
         self.best = list(ckpt.get("best", []))
         self.last_valid_update = int(ckpt.get("last_valid_update", -1))
         self.last_valid = dict(ckpt.get("last_valid", {}))
@@ -365,12 +404,13 @@ class Trainer:
                 p.unlink(missing_ok=True)
 
     def _global_batch(self) -> int:
-        return self.cfg.data.batch_size * self.dist.world_size * self.cfg.optim.accum_grad
+        return self.split.global_batch
 
     def _save(self, numbered: bool) -> None:
         """checkpoint_last.pt (and checkpoints/checkpoint_<update>.pt); collective over ranks."""
         self._check_finite()
         rngs = self.dist.gather_objects(rng_state())
+        intervals = self.dist.gather_objects(self.interval.state())
         if self.is_main:
             state = {
                 "model": self.raw_model.state_dict(),
@@ -389,6 +429,8 @@ class Trainer:
                 "config": config_to_dict(self.cfg),
                 "world_size": self.dist.world_size,
                 "global_batch": self._global_batch(),
+                "log_interval": {"ranks": intervals, "updates": self.interval.updates,
+                                 "gnorm": float(self.interval.gnorm)},
             }
             if numbered:
                 path = self.ckpt_dir / f"checkpoint_{self.num_updates}.pt"
@@ -437,24 +479,33 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train (or resume) up to ``optim.max_updates``, write model.pt and return a summary.
 
-        Raises TrainingInterrupted after a signal-triggered save and NonFiniteLossError on NaN/inf.
+        Raises TrainingInterrupted after a signal-triggered save, NonFiniteLossError on NaN/inf,
+        ExpDirBusy when another live training holds the exp dir (``audiossl.train.lock``) and
+        WriteError when a save fails (the message says which checkpoint is intact).
         """
+        lock = ExpDirLock(self.out).acquire() if self.is_main and not lock_inherited(self.out) else None
+        try:
+            return self._fit()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _fit(self) -> TrainResult:
         cfg = self.cfg
         seed_everything(cfg.trainer.seed)
         self._build_data()
         self._build_model()
         seed_everything(cfg.trainer.seed + 1000 * self.dist.rank + 1)  # model built: per-rank streams from here
         self._nonfinite_update = torch.full((), -1, dtype=torch.long, device=self.device)
+        if self.is_main:
+            self._remove_stale_temporaries()
         self._resume()
         self._wrap_model()
         if self.is_main:
             save_config(cfg, self.out / "config.yaml")
             self.writer = MetricsWriter(self.out, resume_update=self.num_updates)
-        logger.info(
-            "device %s, precision %s, world size %d, global batch %d (batch_size %d x world %d x accum_grad %d)",
-            self.device, self.precision, self.dist.world_size, self._global_batch(), cfg.data.batch_size,
-            self.dist.world_size, cfg.optim.accum_grad,
-        )
+        logger.info("device %s, precision %s, world size %d, %s (config: %d)", self.device, self.precision,
+                    self.dist.world_size, self.split.describe(), cfg.data.batch_size)
         old_handlers = {}
         if threading.current_thread() is threading.main_thread():
             old_handlers = {s: signal.signal(s, self._on_signal) for s in STOP_SIGNALS}
@@ -466,26 +517,42 @@ class Trainer:
                 self._save(numbered=False)
             model_path = self._write_model() if self.is_main else None
             self.dist.barrier()
+        except WriteError as e:
+            raise self._write_failed(e) from None
         finally:
-            for s, h in old_handlers.items():
-                signal.signal(s, h)
             if self.writer is not None:
                 self.writer.close()
                 self.writer = None
             # Tear the process group down before exit: a gloo group left to the interpreter's
             # shutdown can abort the process ("terminate called without an active exception").
             self.dist.close()
+            for s, h in old_handlers.items():  # last: the caller's handlers may stop the process at once
+                signal.signal(s, h)
         return TrainResult(self.num_updates, model_path, list(self.best), dict(self.last_valid))
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporary files of saves that a SIGKILL cut short (the lock says no live trainer writes here)."""
+        stale = remove_stale_temporaries(self.out) + remove_stale_temporaries(self.ckpt_dir)
+        if stale:
+            logger.info("removed %d temporary file(s) left by an interrupted save: %s",
+                        len(stale), ", ".join(p.name for p in stale))
+
+    def _write_failed(self, e: WriteError) -> WriteError:
+        """The error of a failed save, saying what is intact and what to do."""
+        if self.last_saved_update is not None and self.last_path.is_file():
+            intact = f"the previous checkpoint {self.last_path} (update {self.last_saved_update}) is intact"
+        else:
+            intact = "no checkpoint was saved before it: a re-run starts from update 0"
+        return WriteError(e.errno, f"{e.strerror}; {intact}; make room on that file system (or lower "
+                                   "trainer.keep_last) and re-run the same command to resume")
 
     def _loop(self) -> None:
         cfg, t = self.cfg, self.cfg.trainer
-        accum, max_updates = cfg.optim.accum_grad, cfg.optim.max_updates
+        accum, max_updates = self.split.accum, cfg.optim.max_updates
         batches = self._micro_batches()
         self.raw_model.train()
-        sums: dict[str, torch.Tensor] = {}
-        counts: dict[str, int] = {}  # micro-batches that reported each stat
-        clips = 0
-        gnorm_sum = torch.zeros((), device=self.device)
+        iv = self.interval  # this log interval's sums so far (carried over a resume)
+        clips = 0  # since t0, for the throughput
         t0, u0 = time.perf_counter(), self.num_updates
         if self.num_updates < max_updates:
             logger.info("training from update %d to %d", self.num_updates, max_updates)
@@ -503,8 +570,8 @@ class Trainer:
                 stats.setdefault("loss", loss.detach())
                 for name, v in stats.items():
                     v = torch.as_tensor(v, device=self.device).detach().float()
-                    sums[name] = sums[name] + v if name in sums else v
-                    counts[name] = counts.get(name, 0) + 1
+                    iv.sums[name] = iv.sums[name] + v if name in iv.sums else v
+                    iv.counts[name] = iv.counts.get(name, 0) + 1
                 clips += int(batch["feats"].shape[0])
             grads = [p.grad for p in self.params if p.grad is not None]
             gnorm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
@@ -514,7 +581,8 @@ class Trainer:
             self._nonfinite_update = torch.where(
                 bad & (self._nonfinite_update < 0), self.num_updates + 1, self._nonfinite_update
             )
-            gnorm_sum += gnorm.detach().float()
+            iv.gnorm = iv.gnorm + gnorm.detach().float()
+            iv.updates += 1
             self.optimizer.step()
             self.optimizer.zero_grad(set_to_none=True)
             self.num_updates += 1
@@ -528,9 +596,9 @@ class Trainer:
             if n % t.log_interval == 0 or n == max_updates:
                 self._check_finite()
                 dt = time.perf_counter() - t0
-                self._log_train(sums, counts, gnorm_sum / max(n - u0, 1), lr, n - u0, clips, dt)
-                sums, counts, clips = {}, {}, 0
-                gnorm_sum = torch.zeros((), device=self.device)
+                self._log_train(iv.sums, iv.counts, iv.gnorm / iv.updates, lr, n - u0, clips, dt)
+                iv = self.interval = LogInterval()
+                clips = 0
                 t0, u0 = time.perf_counter(), n
             if self.valid_loader is not None and n % t.valid_interval == 0:
                 self._validate()
@@ -539,8 +607,6 @@ class Trainer:
             if self.dist.any_true(self._stop_signal is not None):
                 if self.last_saved_update != n:
                     self._save(numbered=False)
-                if self.is_main:
-                    (self.out / INTERRUPTED_MARKER).write_text(f"{n}\n")
                 raise TrainingInterrupted(n, self._stop_signal or signal.SIGTERM)
 
     def _log_train(self, sums, counts, gnorm, lr, n_updates, clips, dt) -> None:

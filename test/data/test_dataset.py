@@ -140,3 +140,15 @@ def test_windows_are_those_of_scoring_with_silence_flagged(tmp_path):
     (d / "utt2num_frames").write_text("u0 110\nu1 15\nu2 90\n")  # a stale length is named
     with pytest.raises(ValueError, match="u2.*utt2num_frames"):
         FeatsWindows(d, target_frames=40)[8]
+
+
+def test_non_finite_features_are_named_with_utterance_and_ark(tmp_path):
+    x = np.zeros((30, 4), dtype=np.float32)
+    y = x.copy()
+    y[7, 0] = np.nan
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/feats.ark,{tmp_path}/feats.scp") as w:
+        w["u1"], w["u2"] = x, y
+    ds = FeatsDataset(tmp_path)
+    assert ds[0]["feats"].shape == (30, 4)
+    with pytest.raises(ValueError, match=r"utterance 'u2' \(.*feats\.ark:\d+\): 1 of its 120 feature values are NaN"):
+        ds[1]

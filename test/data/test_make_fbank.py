@@ -102,33 +102,38 @@ def test_make_fbank_bad_audio(recipe):
     cwd, _ = recipe
     audio = cwd / "audio"
     wav = {}
-    for i in range(20):
+    for i in range(40):  # 2 bad of 42: above the 95% a set must keep
         clip(audio / f"u{i:02d}.wav", 1600, 16000, seed=i)
         wav[f"utt{i:02d}"] = f"audio/u{i:02d}.wav"
     (audio / "broken.wav").write_bytes(b"RIFF\x10\x00\x00\x00WAVEnot audio")
     wav["utt07b"] = "audio/broken.wav"
+    # finite float samples whose power spectrum overflows float32: the features are not finite
+    huge = (1e30 * np.random.default_rng(0).standard_normal(1600)).astype(np.float32)
+    sf.write(audio / "nan.wav", huge, 16000, subtype="FLOAT")
+    wav["utt12n"] = "audio/nan.wav"
     write_set(cwd / "data/train", wav, ["cat", "dog"])
     args = ["--nj", "2", "--kind", "eat", "data/train", "dump/fbank_eat/train"]
 
     res = make_fbank(recipe, *args)
     assert res.returncode == 1
-    assert "1 of 21 utterances of data/train could not be used" in res.stderr
+    assert "2 of 42 utterances of data/train could not be used" in res.stderr
     assert "dump/fbank_eat/train/bad_utts" in res.stderr and "--skip-bad true" in res.stderr
     assert "failed; the last lines of dump/fbank_eat/train/log/fbank." in res.stderr
-    bad = (cwd / "dump/fbank_eat/train/bad_utts").read_text().split()
-    assert bad[:2] == ["utt07b", "audio/broken.wav"]
+    bad = dict(line.split(" ", 1) for line in (cwd / "dump/fbank_eat/train/bad_utts").read_text().splitlines())
+    assert bad["utt07b"].startswith("audio/broken.wav ")
+    assert bad["utt12n"].startswith("audio/nan.wav non-finite features:") and "(0 non-finite audio samples)" in bad["utt12n"]
     assert not (cwd / "dump/fbank_eat/train/stats.json").exists()
 
     res = make_fbank(recipe, "--skip-bad", "true", *args)
     assert res.returncode == 0, res.stdout + res.stderr
-    assert "left out 1 of 21 utterances" in res.stdout
-    assert "Succeeded creating fbank for data/train: 20 utterances" in res.stdout
+    assert "left out 2 of 42 utterances" in res.stdout
+    assert "Succeeded creating fbank for data/train: 40 utterances" in res.stdout
     dump = cwd / "dump/fbank_eat/train"
     kept = [line.split()[0] for line in (dump / "feats.scp").read_text().splitlines()]
-    assert kept == sorted(u for u in wav if u != "utt07b")
+    assert kept == sorted(u for u in wav if u not in ("utt07b", "utt12n"))
     assert [line.split()[0] for line in (dump / "utt2label").read_text().splitlines()] == kept
     assert [line.split()[0] for line in (dump / "utt2dur").read_text().splitlines()] == kept
-    assert json.loads((dump / "stats.json").read_text())["num_frames"] == 20 * 8  # 1600 samples -> 8 frames
+    assert json.loads((dump / "stats.json").read_text())["num_frames"] == 40 * 8  # 1600 samples -> 8 frames
 
 
 def test_make_fbank_under_95_percent_fails(recipe):
@@ -184,3 +189,27 @@ def test_make_fbank_from_dump_takes_a_subset(recipe, monkeypatch):
     assert res.returncode == 1 and "no features for some utterances of data/other (e.g. u9)" in res.stderr
     res = make_fbank(recipe, "--from-dump", "dump/none", "data/part", "dump/p2")
     assert res.returncode == 1 and "dump/none/feats.scp not found" in res.stderr
+
+
+def test_compute_stats_refuses_non_finite_features(tmp_path):
+    good = np.random.default_rng(0).normal(-5.0, 2.0, (20, 4)).astype(np.float32)
+    bad = good.copy()
+    bad[3, 1] = np.inf
+    bad[5, 2] = np.nan
+    with kaldiio.WriteHelper(f"ark,scp:{tmp_path}/feats.ark,{tmp_path}/feats.scp") as w:
+        w["a"], w["b"], w["c"] = good, bad, good + 1.0
+    cmd = [sys.executable, "-m", "audiossl.bin.compute_stats"]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    res = subprocess.run([*cmd, str(tmp_path / "feats.scp"), str(tmp_path / "stats.json")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 1
+    assert "utterance b has 2 NaN/inf values of 80" in res.stderr and "no statistics written" in res.stderr
+    assert not (tmp_path / "stats.json").exists()
+
+    res = subprocess.run([*cmd, "--skip-bad", "true", str(tmp_path / "feats.scp"), str(tmp_path / "stats.json")],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    stats = json.loads((tmp_path / "stats.json").read_text())  # valid JSON: no NaN in it
+    both = np.concatenate([good, good + 1.0]).astype(np.float64)
+    assert stats["num_frames"] == 40 and stats["mean"] == pytest.approx(both.mean(), abs=1e-6)
+    assert "(1 with NaN/inf left out)" in res.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights
+from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights, split_global_batch
 
 
 def indices(batches):
@@ -66,8 +66,26 @@ def test_validation_mode_sees_every_clip_once():
 
 
 def test_too_small_for_one_update():
-    with pytest.raises(ValueError, match="batch_size x world size x accum_grad"):
+    with pytest.raises(ValueError, match=r"one update needs 16 clips \(data.batch_size, the global batch\), but an epoch has only 10"):
         DistributedBatchSampler(10, 4, num_replicas=2, accum_grad=2)
+
+
+@pytest.mark.parametrize("global_batch, world, cap, micro, accum", [
+    (48, 1, 12, 12, 4), (48, 4, 12, 12, 1), (48, 8, 12, 6, 1),  # EAT pre-training (12 per GPU, 4 GPUs)
+    (560, 1, 70, 70, 8), (560, 8, 70, 70, 1), (560, 4, 70, 70, 2),  # BEATs SSL (70 per GPU, 8 GPUs)
+    (32, 1, None, 32, 1), (32, 2, None, 16, 1),
+    (12, 1, 5, 4, 3),  # the fewest passes within the cap that split the share exactly
+    (7, 1, 2, 1, 7),
+])
+def test_split_global_batch(global_batch, world, cap, micro, accum):
+    split = split_global_batch(global_batch, world, cap)
+    assert (split.micro, split.accum) == (micro, accum)
+    assert split.micro * split.accum * world == global_batch and split.micro <= (cap or global_batch)
+
+
+def test_a_global_batch_that_does_not_split_is_named():
+    with pytest.raises(ValueError, match="data.batch_size 10 .* cannot be split over 3 processes"):
+        split_global_batch(10, 3, None)
 
 
 def test_label_balanced_weights():

@@ -1,15 +1,19 @@
 """Sliding-window inference over a kaldiio dump: window placement, padding, mean/max, whole clips."""
 import json
+from pathlib import Path
 
 import kaldiio
 import numpy as np
 import pytest
 import torch
+import yaml
 from torch import nn
 
 from audiossl.data.fbank import FeatureNorm
 from audiossl.data.windows import window_starts
 from audiossl.score.inference import resolve_norm, score_dump_dir
+from audiossl.tasks.abs_task import DataInfo, get_task
+from audiossl.tasks.finetune import FinetuneConfig
 
 NORM = FeatureNorm(mean=2.0, std=0.5)  # normalised = (x - 2) / 1
 
@@ -74,13 +78,14 @@ def test_sliding_windows_mean_and_max(tmp_path):
     assert res.display_names == ["Name a", "Name b", "Name c", "Name d"]
 
 
-def test_whole_clips_padded_to_the_longest_in_batch(tmp_path):
-    dump = write_dump(tmp_path / "d", [30, 70, 50])
+def test_whole_clips_are_batched_by_equal_length_unpadded(tmp_path):
+    dump = write_dump(tmp_path / "d", [30, 70, 50, 30, 30, 50])
     probe = Probe()
     res = score_dump_dir(probe, dump, ["x", "y", "z", "w"], NORM, window_frames=0, batch_size=2)
-    np.testing.assert_allclose(res.scores[:, :3], [[0, 29, 30], [0, 69, 70], [0, 49, 50]])
+    np.testing.assert_allclose(res.scores[:, :3], [[0, 29, 30], [0, 69, 70], [0, 49, 50], [0, 29, 30],
+                                                   [0, 29, 30], [0, 49, 50]])
     assert res.targets is None
-    assert sorted(probe.calls) == [(1, 70, 4), (2, 50, 4)]  # sorted by length: (30, 50) then (70)
+    assert probe.calls == [(2, 30, 4), (1, 30, 4), (2, 50, 4), (1, 70, 4)]  # one length per batch
 
 
 def test_padding_is_a_zero_of_raw_log_mel(tmp_path):
@@ -119,3 +124,31 @@ def test_windows_of_digital_silence_are_not_scored(tmp_path):
     # windows at 0 and 50 hold sound; 100 holds 20 frames of it; 150 and 160 are all padding
     assert res.num_windows.tolist() == [3, 2]  # a clip of nothing but silence keeps all its windows
     np.testing.assert_allclose(res.scores[0][0], np.mean([0, 50, 100]))
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("task, conf, pooling, windows", [
+    ("beats_ssl", "egs/spc2/conf/cpu/beats_ssl.yaml", "mean", [96, 0]),
+    ("eat_pretrain", "egs/spc2/conf/cpu/eat_pretrain.yaml", "cls", [96]),
+])
+def test_a_clips_scores_do_not_depend_on_what_it_is_batched_with(tmp_path, task, conf, pooling, windows):
+    torch.manual_seed(0)
+    encoder = yaml.safe_load((REPO / conf).read_text())["model"]
+    cfg = FinetuneConfig(encoder_task=task, encoder=encoder, pooling=pooling, head_norm=pooling == "cls",
+                         head_init_std=0.5, loss="ce")
+    model = get_task("finetune").build_model(cfg, DataInfo(num_classes=3, label_names=["a", "b", "c"])).eval()
+    rng = np.random.default_rng(0)
+    dump = tmp_path / "d"
+    dump.mkdir()
+    lengths = [96, 60, 150, 96, 250, 40, 60, 96]
+    with kaldiio.WriteHelper(f"ark,scp:{dump / 'feats.ark'},{dump / 'feats.scp'}") as w:
+        for i, T in enumerate(lengths):
+            w(f"utt{i}", rng.normal(-6.0, 3.0, (T, 128)).astype(np.float32))
+    norm = FeatureNorm(-6.0, 3.0)
+    for window in windows:
+        alone = score_dump_dir(model, dump, ["a", "b", "c"], norm, window_frames=window, batch_size=1)
+        mixed = score_dump_dir(model, dump, ["a", "b", "c"], norm, window_frames=window, batch_size=8)
+        assert alone.scores.std() > 1e-3, "the scores must differ between clips for the test to mean anything"
+        np.testing.assert_allclose(mixed.scores, alone.scores, rtol=0, atol=1e-5, err_msg=f"window {window}")

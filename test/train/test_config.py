@@ -13,6 +13,7 @@ from train_testlib import toy_config, write_config  # noqa: E402
 
 from audiossl.train.config import (  # noqa: E402
     ConfigError,
+    config_from_dict,
     config_to_dict,
     dataclass_from_dict,
     load_config,
@@ -37,7 +38,7 @@ def test_command_line_overrides_every_type(tmp_path):
     cfg = load_config(path, [
         "--optim.lr", "3e-4", "--optim.betas", "0.8,0.9", "--data.target_frames", "null",
         "--trainer.compile=true", "--model.hidden_dim", "5", "--data.crop", "start",
-        "--data.valid", "some/dir", "--optim.accum-grad", "3",
+        "--data.valid", "some/dir", "--data.max-batch-per-device", "3",
     ])
     assert cfg.optim.lr == pytest.approx(3e-4)
     assert cfg.optim.betas == (0.8, 0.9)
@@ -45,7 +46,16 @@ def test_command_line_overrides_every_type(tmp_path):
     assert cfg.trainer.compile is True
     assert cfg.model.hidden_dim == 5
     assert cfg.data.crop == "start" and cfg.data.valid == "some/dir"
-    assert cfg.optim.accum_grad == 3
+    assert cfg.data.max_batch_per_device == 3
+
+
+def test_retired_accum_grad_says_what_replaced_it(tmp_path):
+    raw = toy_config(tmp_path)
+    raw["optim"]["accum_grad"] = 2
+    with pytest.raises(ConfigError, match="optim.accum_grad is no longer a key: data.batch_size is the global batch"):
+        config_from_dict(raw)
+    with pytest.raises(ConfigError, match="--optim.accum_grad is no longer an option"):
+        config_from_dict(toy_config(tmp_path), overrides=parse_overrides(["--optim.accum_grad", "2"]))
 
 
 def test_unknown_key_in_file_names_key_and_file(tmp_path):

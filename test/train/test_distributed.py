@@ -47,10 +47,11 @@ def _free_port() -> int:
 
 def test_two_task_slurm_job_trains_with_world_size_2(slurm_cluster, repo_root, tmp_path):
     make_dump(tmp_path / "train", num_utts=24, seed=0)
-    raw = toy_config(tmp_path, data={"batch_size": 2}, optim={"max_updates": 6},
+    raw = toy_config(tmp_path, data={"batch_size": 4}, optim={"max_updates": 6},
                      trainer={"log_interval": 2, "save_interval": 3})
     conf = write_config(tmp_path / "c.yaml", raw)
     exp = tmp_path / "exp"
+    (tmp_path / "path.sh").write_text(f"export PYTHONPATH={repo_root}\n")  # the job runs this checkout's code
     # the master (first host of the job's node list) is found through scontrol; the port is set here
     # only so that concurrent test sessions, whose private clusters both start at job id 1, never
     # clash (srun --export=ALL: queue.pl's sbatch --export=PATH would otherwise drop it)
@@ -64,8 +65,8 @@ def test_two_task_slurm_job_trains_with_world_size_2(slurm_cluster, repo_root, t
     log = (exp / "train.log").read_text()
     assert "rank 0 of world size 2" in log and "launcher slurm" in log, log[-3000:]
     assert f"master {socket.gethostname().split('.')[0]}:{port}" in log
-    assert "global batch 4 (batch_size 2 x world 2 x accum_grad 1)" in log
+    assert "global batch 4 = 2 processes x 2 clips x 1 accumulation (config: 4)" in log
 
-    one = dict(raw, data=dict(raw["data"], batch_size=4))
+    one = raw  # the same global batch in one process
     train(config_from_dict(one), tmp_path / "one", device="cpu")
     assert max_abs_diff(state_of(exp / "model.pt"), state_of(tmp_path / "one" / "model.pt")) < 1e-5

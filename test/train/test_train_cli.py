@@ -17,7 +17,8 @@ from train_testlib import make_dump, max_abs_diff, state_of, toy_config, write_c
 
 from audiossl.train.checkpoint import load_checkpoint  # noqa: E402
 from audiossl.train.config import config_from_dict  # noqa: E402
-from audiossl.train.trainer import EXIT_REQUEUE, train  # noqa: E402
+from audiossl.train.signals import EXIT_REQUEUE  # noqa: E402
+from audiossl.train.trainer import train  # noqa: E402
 
 TRAIN = [sys.executable, "-m", "audiossl.bin.train"]
 
@@ -38,13 +39,35 @@ def test_help():
     assert out.returncode == 0 and "--output-dir" in out.stdout and "--nproc" in out.stdout
 
 
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*TRAIN, *args], capture_output=True, text=True, env=_env(), timeout=120)
+
+
 def test_bad_key_fails_at_start(data):
     cfg = write_config(data / "c.yaml", toy_config(data))
-    out = subprocess.run([*TRAIN, "--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.lrr", "1"],
-                         capture_output=True, text=True, env=_env(), timeout=120)
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.lrr", "1")
     assert out.returncode == 1
     assert "unknown option --optim.lrr" in out.stderr
     assert not (data / "exp" / "checkpoint_last.pt").exists()
+
+
+def test_a_bad_value_is_blamed_on_its_source_and_leaves_no_exp_dir(data):
+    cfg = write_config(data / "c.yaml", toy_config(data))
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "ten")
+    assert out.returncode == 1
+    assert "command line: --optim.max_updates: expected an integer, got 'ten'" in out.stderr
+    assert f"{cfg}:" not in out.stderr
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--optim.max_updates", "-3")
+    assert out.returncode == 1 and "command line: --optim.max_updates must be >= 0" in out.stderr
+    bad = toy_config(data)
+    bad["optim"]["max_updates"] = "ten"
+    bad_cfg = write_config(data / "bad.yaml", bad)
+    out = _run("--config", str(bad_cfg), "--output-dir", str(data / "exp"))
+    assert out.returncode == 1 and f"{bad_cfg}: optim.max_updates: expected an integer" in out.stderr
+    assert not (data / "exp").exists(), "a config that does not load leaves no exp dir"
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--nproc", "3")  # batch_size 4
+    assert out.returncode == 1 and "data.batch_size 4 (the global batch) cannot be split over 3 processes" in out.stderr
+    assert not (data / "exp").exists()
 
 
 def test_sigterm_saves_exits_75_and_resumes_exactly(data):
@@ -52,7 +75,7 @@ def test_sigterm_saves_exits_75_and_resumes_exactly(data):
         data,
         model={"step_delay_s": 0.03, "dropout": 0.2},
         data={"num_workers": 1},  # a worker process receives the signal too and must not die of it
-        optim={"max_updates": 40, "accum_grad": 1},
+        optim={"max_updates": 40},
         trainer={"log_interval": 1, "save_interval": 1000, "valid_interval": 1000},
     )
     conf = write_config(data / "c.yaml", raw)
@@ -86,19 +109,19 @@ def test_sigterm_saves_exits_75_and_resumes_exactly(data):
 
 
 def test_two_gloo_processes_equal_one_with_same_global_batch(data):
-    # global batch = batch_size x world x accum_grad = 8 in all three runs
-    raw = toy_config(data, data={"batch_size": 2}, optim={"max_updates": 6},
+    # global batch 8 in all three runs: 2 processes x 2 x 2 passes, 1 x 8, 1 x 2 x 4 passes
+    raw = toy_config(data, data={"batch_size": 8, "max_batch_per_device": 2}, optim={"max_updates": 6},
                      trainer={"log_interval": 2, "valid_interval": 3, "save_interval": 3})
     conf = write_config(data / "c.yaml", raw)
-    out = subprocess.run([*TRAIN, "--config", str(conf), "--output-dir", str(data / "ddp"), "--nproc", "2",
-                          "--optim.accum_grad", "2"], capture_output=True, text=True, env=_env(), timeout=300)
+    out = subprocess.run([*TRAIN, "--config", str(conf), "--output-dir", str(data / "ddp"), "--nproc", "2"],
+                         capture_output=True, text=True, env=_env(), timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     log = (data / "ddp" / "train.log").read_text()
-    assert "world size 2" in log and "global batch 8 (batch_size 2 x world 2 x accum_grad 2)" in log
+    assert "world size 2" in log and "global batch 8 = 2 processes x 2 clips x 2 accumulation (config: 8)" in log
 
-    one = dict(raw, data=dict(raw["data"], batch_size=8))
+    one = dict(raw, data=dict(raw["data"], max_batch_per_device=None))
     train(config_from_dict(one), data / "one", device="cpu")
-    accum = dict(raw, optim=dict(raw["optim"], accum_grad=4))
+    accum = raw  # one process: 4 passes of 2
     train(config_from_dict(accum), data / "accum", device="cpu")
     ddp = state_of(data / "ddp" / "model.pt")
     assert max_abs_diff(ddp, state_of(data / "one" / "model.pt")) < 1e-5
