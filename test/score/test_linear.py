@@ -115,3 +115,22 @@ def test_holdout_split_is_stratified_and_seeded():
     assert ml[va, 2].sum() == 2 and len(va) == 8
     with pytest.raises(ValueError, match="separate validation set"):
         holdout_split(np.eye(3), 0.2)
+
+
+@pytest.mark.parametrize("multi_label", [False, True])
+def test_a_warm_start_reaches_the_same_minimum(multi_label):
+    # fit_linear starts each L2 of its grid from the previous one's solution
+    from audiossl.score.linear import _fit_one
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (300, 12)) + np.repeat(np.eye(3, 12) * 1.5, 100, axis=0)
+    y = np.repeat(np.eye(3), 100, axis=0)
+    if multi_label:
+        y[::4, 0] = 1.0
+    cpu = torch.device("cpu")
+    prev = _fit_one(x, y, multi_label, 1.0, 500, cpu)
+    cold = _fit_one(x, y, multi_label, 1e-3, 500, cpu)
+    warm = _fit_one(x, y, multi_label, 1e-3, 500, cpu, init=(prev[2], prev[3]))
+    np.testing.assert_allclose(warm[2], cold[2], atol=1e-3)
+    np.testing.assert_allclose(LinearProbe(*warm[:4], multi_label=multi_label, l2=1e-3).predict_proba(x),
+                               LinearProbe(*cold[:4], multi_label=multi_label, l2=1e-3).predict_proba(x), atol=1e-4)
