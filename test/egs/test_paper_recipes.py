@@ -120,7 +120,8 @@ def test_audioset_front_stages_count_missing_clips(tmp_path):
 
 @pytest.mark.parametrize("name", ["spc2", "esc50"])
 def test_cpu_recipes_name_configs_that_exist_and_train_in_epochs(name):
-    """run_cpu.sh's configs exist, load, and give schedules in epochs of the train set."""
+    """run_cpu.sh's configs exist, load, and give fine-tuning schedules in epochs of the train set
+    (pre-training: in epochs, or in updates where a corpus's epochs would give too few)."""
     import re
 
     from audiossl.train.config import load_config
@@ -131,6 +132,10 @@ def test_cpu_recipes_name_configs_that_exist_and_train_in_epochs(name):
     files = [p.replace("{model}", m) for p in paths for m in (("beats", "eat") if "{model}" in p else ("",))]
     for rel in files:
         cfg = load_config(REPO / "egs" / name / rel)
-        if cfg.task != "beats_tokenizer":
+        if cfg.task == "finetune":
             assert cfg.optim.max_epochs > 0 and cfg.optim.warmup_epochs > 0, rel
+        elif cfg.task != "beats_tokenizer":
+            o = cfg.optim
+            assert (o.max_epochs > 0 and o.warmup_epochs > 0) or (o.max_updates > 0 and o.warmup_updates > 0), rel
+        if cfg.task != "beats_tokenizer":
             assert cfg.data.norm_mean is None, f"{rel}: a new corpus is normalised with its own statistics"

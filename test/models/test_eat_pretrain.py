@@ -125,7 +125,8 @@ def test_defaults_are_the_official_values():
 def test_recipe_configs(repo_root):
     paper = load_config(repo_root / "egs/audioset/conf/eat_pretrain.yaml")
     assert paper.task == "eat_pretrain" and paper.model == EATPretrainConfig()
-    assert (paper.data.batch_size, paper.data.target_frames) == (12, 1024)
+    # 48 clips per update over all processes, 12 per forward pass: the official 4 GPUs x 12
+    assert (paper.data.batch_size, paper.data.max_batch_per_device, paper.data.target_frames) == (48, 12, 1024)
     o = paper.optim
     assert (o.lr, o.betas, o.weight_decay, o.decay_norm_and_bias) == (5e-4, (0.9, 0.95), 0.05, True)
     assert (o.warmup_updates, o.max_updates, o.clip_norm) == (53_333, 400_000, 4.0)
