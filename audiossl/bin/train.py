@@ -52,6 +52,9 @@ def get_parser() -> argparse.ArgumentParser:
                         help="GPUs on this node: 0 = CPU, 1 = one GPU, N > 1 starts N processes (NCCL); default: "
                              "one GPU if there is one, else CPU")
     parser.add_argument("--nproc", type=int, default=1, help="CPU training processes (gloo DDP) when not using GPUs [1]")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the effective batch split and schedule (updates, epochs, warm-up, LR) and exit "
+                             "without training or writing anything")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default=None,
                         help="device of this process (set by the launcher for its workers; normally leave it)")
     return parser
@@ -136,11 +139,14 @@ def _main(argv: list[str]) -> int:
         return 1
     nproc = args.ngpu if (args.ngpu or 0) > 1 else args.nproc
     launching = nproc > 1 and not inside_launch()
+    world = nproc if launching else info.world_size
     try:  # the global batch must split over the processes: checked before any work
-        split_global_batch(cfg.data.batch_size, nproc if launching else info.world_size, cfg.data.max_batch_per_device)
+        split = split_global_batch(cfg.data.batch_size, world, cfg.data.max_batch_per_device)
     except ValueError as e:
         logger.error("%s: %s", args.config, e)
         return 1
+    if args.dry_run:
+        return _dry_run(cfg, split)
     out = Path(args.output_dir)  # made only now: a config that does not load leaves no exp dir behind
     setup_logging(out / "train.log" if info.rank == 0 else None, rank=info.rank)
     if info.rank == 0:
@@ -158,6 +164,26 @@ def _main(argv: list[str]) -> int:
         return 1
     if result.model_path is not None:
         logger.info("done: %d updates, %s", result.num_updates, result.model_path)
+    return 0
+
+
+def _dry_run(cfg, split) -> int:
+    """``--dry-run``: the batch split and the schedule (audiossl.train.optim.describe_schedule)."""
+    from audiossl.train.optim import describe_schedule
+
+    d = cfg.data
+    clips = d.samples_per_epoch if d.weighted_sampler else None
+    scp = Path(d.train) / "feats.scp"
+    if clips is None and scp.is_file():
+        with open(scp, encoding="utf-8") as f:
+            clips = sum(1 for line in f if line.strip())
+    print(f"task {cfg.task}: {split.describe()} (config: {d.batch_size})")
+    try:
+        for line in describe_schedule(cfg.optim, split.global_batch, clips):
+            print(line)
+    except ValueError as e:
+        logger.error("%s", e)
+        return 1
     return 0
 
 

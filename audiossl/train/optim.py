@@ -130,3 +130,25 @@ class WarmupCosineScheduler:
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         self.set_update(int(state["num_updates"]))
+
+
+def describe_schedule(cfg: OptimConfig, global_batch: int, clips_per_epoch: int | None) -> list[str]:
+    """The effective schedule of ``cfg`` as printable lines (``bin/train.py --dry-run``): updates and
+    warm-up (resolved from epochs when the config gives epochs and ``clips_per_epoch`` is known),
+    epochs of the train set, and the LR at a few points. ``cfg`` is resolved in place."""
+    lines = []
+    if clips_per_epoch is not None:
+        per_epoch = clips_per_epoch // global_batch
+        if per_epoch == 0:
+            raise ValueError(f"one update needs {global_batch} clips, but an epoch has only {clips_per_epoch}")
+        resolve_epoch_schedule(cfg, per_epoch)
+        lines.append(f"train set: {clips_per_epoch} clips per epoch = {per_epoch} updates of {global_batch} clips")
+    elif cfg.max_epochs > 0 or cfg.warmup_epochs > 0:
+        lines.append("train set unknown (data.train has no feats.scp yet): the epoch-based lengths cannot be resolved")
+        return lines
+    total, warmup = cfg.max_updates, cfg.warmup_updates
+    epochs = f" = {total * global_batch / clips_per_epoch:.2f} epochs" if clips_per_epoch else ""
+    lines.append(f"updates: {total}{epochs}; warm-up {warmup}; {total * global_batch} clips seen")
+    points = sorted({1, max(warmup, 1), total // 4, total // 2, 3 * total // 4, total} - {0})
+    lines.append("lr: " + ", ".join(f"{lr_at(n, cfg):.3g} at {n}" for n in points if n <= max(total, 1)))
+    return lines

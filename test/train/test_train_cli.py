@@ -70,6 +70,24 @@ def test_a_bad_value_is_blamed_on_its_source_and_leaves_no_exp_dir(data):
     assert not (data / "exp").exists()
 
 
+def test_dry_run_prints_the_split_and_schedule_and_writes_nothing(data):
+    raw = toy_config(data, data={"batch_size": 8, "max_batch_per_device": 2},
+                     optim={"max_epochs": 4, "warmup_epochs": 1, "lr": 0.01, "min_lr": 0.0})
+    cfg = write_config(data / "c.yaml", raw)
+    out = _run("--config", str(cfg), "--output-dir", str(data / "exp"), "--dry-run", "--nproc", "2")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "task toy_classifier: global batch 8 = 2 processes x 2 clips x 2 accumulation (config: 8)"
+    assert lines[1] == "train set: 24 clips per epoch = 3 updates of 8 clips"
+    assert lines[2] == "updates: 12 = 4.00 epochs; warm-up 3; 96 clips seen"
+    assert lines[3] == "lr: 0.00333 at 1, 0.01 at 3, 0.0075 at 6, 0.0025 at 9, 0 at 12"  # cosine from update 3
+    assert not (data / "exp").exists()
+    paper_conf = Path(__file__).resolve().parents[2] / "egs" / "audioset" / "conf" / "beats_ssl.yaml"
+    paper = _run("--config", str(paper_conf), "--output-dir", str(data / "p"), "--dry-run",
+                 "--ngpu", "4")
+    assert paper.returncode == 0 and "global batch 560 = 4 processes x 70 clips x 2 accumulation" in paper.stdout
+
+
 def test_sigterm_saves_exits_75_and_resumes_exactly(data):
     raw = toy_config(
         data,
