@@ -109,7 +109,10 @@ class DistributedBatchSampler(Sampler):
         num_replicas, rank: the data-parallel world size and this process's rank.
         seed: the epoch's generator is seeded with ``seed + epoch``.
         shuffle: False keeps dataset order (validation).
-        weights: per-clip weights; given, each epoch draws ``samples_per_epoch`` clips with replacement.
+        weights: per-clip weights; given, each epoch draws ``samples_per_epoch`` clips in proportion
+            to them, with replacement, or without (``replacement`` False: a clip at most once per
+            epoch, drawn one after the other as ``torch.multinomial(weights, k, replacement=False)``
+            does, by the exponential-key method of Efraimidis and Spirakis).
         samples_per_epoch: clips drawn per epoch (default: num_items).
         lengths: clip lengths; given (with shuffle), batches group clips of similar length.
         accum_grad: batches per update; a training epoch keeps whole updates only.
@@ -130,6 +133,7 @@ class DistributedBatchSampler(Sampler):
         samples_per_epoch: int | None = None,
         lengths: Sequence[int] | None = None,
         accum_grad: int = 1,
+        replacement: bool = True,
         drop_last: bool = True,
         bucket_batches: int = 50,
     ):
@@ -152,6 +156,12 @@ class DistributedBatchSampler(Sampler):
         self.samples_per_epoch = samples_per_epoch or num_items
         self.lengths = None if lengths is None else np.asarray(lengths)
         self.accum_grad = accum_grad
+        self.replacement = replacement
+        if weights is not None and not replacement and int((weights > 0).sum()) < self.samples_per_epoch:
+            raise ValueError(
+                f"cannot draw {self.samples_per_epoch} different clips per epoch without replacement: only "
+                f"{int((weights > 0).sum())} have a non-zero weight; lower data.samples_per_epoch"
+            )
         self.drop_last = drop_last
         self.bucket_batches = bucket_batches
         self.epoch = 0
@@ -181,8 +191,16 @@ class DistributedBatchSampler(Sampler):
         if not self.shuffle:
             return np.arange(self.num_items)
         rng = np.random.default_rng(self.seed + epoch)
-        if self.weights is not None:
+        if self.weights is not None and self.replacement:
             order = rng.choice(self.num_items, size=self.samples_per_epoch, replace=True, p=self.weights / self.weights.sum())
+        elif self.weights is not None:
+            # weighted draws without replacement: the k largest of u^(1/w), u ~ U(0, 1), in
+            # decreasing order, are k successive draws of the clips left (Efraimidis & Spirakis 2006)
+            with np.errstate(divide="ignore"):
+                keys = np.log(rng.random(self.num_items)) / self.weights  # -inf for weight 0
+            k = self.samples_per_epoch
+            top = np.argpartition(-keys, k - 1)[:k]
+            order = top[np.argsort(-keys[top], kind="stable")]
         else:
             order = rng.permutation(self.num_items)
         if self.lengths is not None:

@@ -70,8 +70,10 @@ class DataConfig:
     max_batch_per_device: int | None = None  # most clips of one forward pass; more per process are
     # accumulated (None: the whole share of a process in one pass)
     num_workers: int = 2  # DataLoader worker processes per training process
-    weighted_sampler: bool = False  # label-balanced sampling with replacement (AudioSet)
+    weighted_sampler: bool = False  # label-balanced sampling (AudioSet); see sample_with_replacement
     samples_per_epoch: int | None = None  # clips per epoch; None: the size of the train set
+    sample_with_replacement: bool = True  # weighted_sampler draws with replacement; false: each clip at
+    # most once per epoch (the official EAT AS-2M fine-tuning's torch.multinomial(..., replacement=False))
 
 
 @dataclass

@@ -246,6 +246,7 @@ class Trainer:
             samples_per_epoch=d.samples_per_epoch,
             lengths=lengths,
             accum_grad=self.split.accum,
+            replacement=d.sample_with_replacement,
         )
         resolve_epoch_schedule(self.cfg.optim, self.sampler.updates_per_epoch)
         self.train_loader = self._loader(self.train_set, self.sampler)

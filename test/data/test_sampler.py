@@ -107,6 +107,28 @@ def test_weighted_sampler_balances_label_frequencies():
     assert len(set(drawn[drawn < 90].tolist())) == 90  # with replacement, but every frequent clip appears
 
 
+def test_weighted_draws_without_replacement_follow_torch_multinomial():
+    # 10 clips weighted 1..10, 3 drawn per epoch without replacement: no clip twice in an epoch, and
+    # which clips are drawn, and which first, as often as torch.multinomial(w, 3, replacement=False)
+    import torch
+
+    w = np.arange(1.0, 11.0)
+    s = DistributedBatchSampler(10, 3, seed=0, weights=w, samples_per_epoch=3, replacement=False)
+    runs = 3000
+    orders = np.stack([s.global_order(e) for e in range(runs)])  # (runs, 3)
+    assert all(len(set(o)) == 3 for o in orders)
+    assert (s.global_order(7) == orders[7]).all(), "an epoch's draw is reproducible (resume)"
+    g = torch.Generator().manual_seed(0)
+    ref = torch.stack([torch.multinomial(torch.from_numpy(w), 3, replacement=False, generator=g) for _ in range(runs)]).numpy()
+    inclusion = np.bincount(orders.ravel(), minlength=10) / runs
+    np.testing.assert_allclose(inclusion, np.bincount(ref.ravel(), minlength=10) / runs, atol=0.05)
+    np.testing.assert_allclose(np.bincount(orders[:, 0], minlength=10) / runs, w / w.sum(), atol=0.03)
+    assert np.bincount(orders[:, 0], minlength=10)[0] < np.bincount(orders[:, 0], minlength=10)[9]
+
+    with pytest.raises(ValueError, match="cannot draw 4 different clips per epoch without replacement: only 3"):
+        DistributedBatchSampler(5, 2, weights=np.array([1.0, 0, 2.0, 0, 1.0]), samples_per_epoch=4, replacement=False)
+
+
 def test_length_aware_batches_group_similar_lengths():
     rng = np.random.default_rng(0)
     lengths = rng.integers(10, 1000, size=400)
