@@ -27,6 +27,8 @@ stop_stage=10000      # last stage to run
 nj=4                  # parallel jobs for feature extraction and scoring
 ngpu=auto             # GPUs per training job: 0 = CPU; auto = 1 when this machine has a GPU, else 0
 nproc=1               # training processes on CPU (gloo DDP) when ngpu=0
+parallel_runs=1       # independent runs at a time: stages 3 and 4 side by side, the fine-tunings of
+                      # stage 5, the probes of stage 7; on CPU each gets cores/parallel_runs threads
 skip_bad=false        # drop unreadable audio (listed in dump/*/<set>/bad_utts) instead of failing
 local_data_opts=""    # options passed to local/data.sh
 
@@ -74,6 +76,7 @@ Options (defaults in brackets):
   --nj N                     parallel jobs for features and scoring [${nj}]
   --ngpu N|auto              GPUs per training job, 0 = CPU, auto = 1 if a GPU is here [${ngpu}]
   --nproc N                  training processes on CPU (gloo DDP) [${nproc}]
+  --parallel-runs N          independent runs at a time (stages 3+4, 5, 7); on CPU cores/N threads each [${parallel_runs}]
   --skip-bad true|false      drop unreadable audio instead of failing [${skip_bad}]
   --local-data-opts "..."    options for local/data.sh [${local_data_opts}]
   --train-set NAME           [${train_set}]
@@ -134,6 +137,10 @@ if [ "${ngpu}" = auto ]; then
 fi
 if ! [[ ${ngpu} =~ ^[0-9]+$ ]]; then
     log "Error: --ngpu must be a number of GPUs or auto, got '${ngpu}'"
+    exit 2
+fi
+if ! [[ ${parallel_runs} =~ ^[1-9][0-9]*$ ]]; then
+    log "Error: --parallel-runs must be a number of runs (1 or more), got '${parallel_runs}'"
     exit 2
 fi
 for i in ${finetune_init}; do
@@ -197,6 +204,69 @@ train() {
     [ -f "${expdir}/model.pt" ] || { log "Error: ${expdir} finished without model.pt; see ${expdir}/train.log"; exit 1; }
 }
 
+# in_parallel <name> <command...>: run an independent command (a training run, a probe, a stage) in the
+# background, at most ${parallel_runs} at a time; with one, in the foreground. Each runs in its own
+# process group, so INT or TERM stops it with everything it started. On CPU the runs share the cores:
+# each gets cores/parallel_runs threads (unless OMP_NUM_THREADS is set). wait_parallel waits for
+# all of them and stops the recipe, naming every run that failed.
+bg_pids=()
+bg_names=()
+bg_failed=()
+if [ "${parallel_runs}" -gt 1 ] && [ "${ngpu}" -eq 0 ] && [ -z "${OMP_NUM_THREADS:-}" ]; then
+    run_threads=$(( $(nproc) / parallel_runs ))
+    [ "${run_threads}" -ge 1 ] || run_threads=1
+    log "--parallel-runs ${parallel_runs}: ${run_threads} thread(s) per run on $(nproc) cores"
+fi
+reap_parallel() {
+    local i
+    for i in "${!bg_pids[@]}"; do
+        kill -0 "${bg_pids[$i]}" 2>/dev/null && continue
+        wait "${bg_pids[$i]}" || bg_failed+=("${bg_names[$i]}")
+        unset "bg_pids[$i]" "bg_names[$i]"
+    done
+}
+in_parallel() {
+    local name=$1
+    shift
+    if [ "${parallel_runs}" -le 1 ]; then
+        "$@"
+        return
+    fi
+    reap_parallel
+    while [ "${#bg_pids[@]}" -ge "${parallel_runs}" ]; do
+        sleep 1
+        reap_parallel
+    done
+    [ "${#bg_failed[@]}" -eq 0 ] || wait_parallel  # a run failed: start no more
+    set -m
+    (
+        [ -z "${run_threads:-}" ] || export OMP_NUM_THREADS=${run_threads}
+        "$@"
+    ) &
+    set +m
+    bg_pids+=("$!")
+    bg_names+=("${name}")
+}
+wait_parallel() {
+    local i
+    for i in "${!bg_pids[@]}"; do
+        wait "${bg_pids[$i]}" || bg_failed+=("${bg_names[$i]}")
+    done
+    bg_pids=()
+    bg_names=()
+    if [ "${#bg_failed[@]}" -gt 0 ]; then
+        log "Error: ${#bg_failed[@]} run(s) failed: ${bg_failed[*]} (each says why in its log/ dir)"
+        exit 1
+    fi
+}
+stop_parallel() {
+    local p
+    for p in "${bg_pids[@]}"; do kill -TERM -- "-${p}" 2>/dev/null || true; done
+    log "Stopped"
+    exit 130
+}
+[ "${parallel_runs}" -le 1 ] || trap stop_parallel INT TERM
+
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     stage_now=1
     log "Stage 1: data preparation: corpus -> data/"
@@ -241,31 +311,36 @@ fi
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${pretrain_models} " == *" beats "* ]]; then
     stage_now=3
     log "Stage 3: BEATs rounds 1..${beats_rounds}: dump/fbank_beats -> exp/beats_{tok,ssl}_r<r>"
-    data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${pretrain_valid_set}")
-    for r in $(seq 1 "${beats_rounds}"); do
-        if [ "${r}" -eq 1 ]; then
+    # The rounds follow one another; with --parallel-runs 2 they run beside stage 4.
+    beats_rounds_run() {
+        local r teacher data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${pretrain_valid_set}")
+        for r in $(seq 1 "${beats_rounds}"); do
+            if [ "${r}" -eq 1 ]; then
+                # shellcheck disable=SC2086
+                train exp/beats_tok_r1 "${beats_tokenizer_r1_config}" "${data_args[@]}" ${pretrain_args}
+            else
+                teacher=exp/beats_ssl_r$((r - 1))/model.pt
+                [ "${r}" -eq "${beats_rounds}" ] && [ -n "${beats_last_teacher}" ] && teacher=${beats_last_teacher}
+                # shellcheck disable=SC2086
+                train "exp/beats_tok_r${r}" "${beats_tokenizer_config}" "${data_args[@]}" \
+                    --model.teacher "${teacher}" ${pretrain_args}
+            fi
             # shellcheck disable=SC2086
-            train exp/beats_tok_r1 "${beats_tokenizer_r1_config}" "${data_args[@]}" ${pretrain_args}
-        else
-            teacher=exp/beats_ssl_r$((r - 1))/model.pt
-            [ "${r}" -eq "${beats_rounds}" ] && [ -n "${beats_last_teacher}" ] && teacher=${beats_last_teacher}
-            # shellcheck disable=SC2086
-            train "exp/beats_tok_r${r}" "${beats_tokenizer_config}" "${data_args[@]}" \
-                --model.teacher "${teacher}" ${pretrain_args}
-        fi
-        # shellcheck disable=SC2086
-        train "exp/beats_ssl_r${r}" "${beats_ssl_config}" "${data_args[@]}" \
-            --model.tokenizer "exp/beats_tok_r${r}/model.pt" ${pretrain_args}
-    done
+            train "exp/beats_ssl_r${r}" "${beats_ssl_config}" "${data_args[@]}" \
+                --model.tokenizer "exp/beats_tok_r${r}/model.pt" ${pretrain_args}
+        done
+    }
+    in_parallel "stage 3 (exp/beats_{tok,ssl}_r*)" beats_rounds_run
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [[ " ${pretrain_models} " == *" eat "* ]]; then
     stage_now=4
     log "Stage 4: EAT pre-training: dump/fbank_eat -> exp/eat_pretrain"
     # shellcheck disable=SC2086
-    train exp/eat_pretrain "${eat_pretrain_config}" \
+    in_parallel exp/eat_pretrain train exp/eat_pretrain "${eat_pretrain_config}" \
         --data.train "dump/fbank_eat/${pretrain_set}" --data.valid "dump/fbank_eat/${pretrain_valid_set}" ${pretrain_args}
 fi
+wait_parallel
 
 # The model.pt a fine-tuning run of <model> starts from.
 init_model() {
@@ -293,14 +368,16 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             init_args=(--model.init "${init}")
             [ "${i}" = random ] && init_args+=(--model.init_weights false)
             for f in ${fold_list}; do
+                expdir=exp/finetune_${m}$(init_suffix "${i}")$(fold_suffix "${f}")
                 # shellcheck disable=SC2086
-                train "exp/finetune_${m}$(init_suffix "${i}")$(fold_suffix "${f}")" "${finetune_config//\{model\}/${m}}" \
+                in_parallel "${expdir}" train "${expdir}" "${finetune_config//\{model\}/${m}}" \
                     "${init_args[@]}" \
                     --data.train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
                     --data.valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" ${finetune_args}
             done
         done
     done
+    wait_parallel
 fi
 
 # cv_average <out dir> <score dir> ...: the mean (and std) of every metric over the folds.
@@ -358,30 +435,37 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         local expdir=$1 f=$2 s
         for s in ${test_sets}; do s=$(fold_name "${s}" "${f}"); echo "${expdir}/scores/${s//\//_}"; done
     }
+    tags=()  # every probe run's exp dir without its fold suffix
     for m in ${probe_models}; do
         init=$(init_model "${m}")
         [ -f "${init}" ] || { log "Error: ${init} not found: run the pre-training stage or pass --pretrained"; exit 1; }
         kind=$(fbank_kind "${m}")
         for i in ${finetune_init}; do
-            tag=probe_${m}$(init_suffix "${i}")
-            cv_dirs=()
+            tags+=("probe_${m}$(init_suffix "${i}")")
             for f in ${fold_list}; do
-                expdir=exp/${tag}$(fold_suffix "${f}")
-                probe "${expdir}" "${kind}" "${f}" --model "${init}" --random-init "$([ "${i}" = random ] && echo true || echo false)"
-                mapfile -t -O "${#cv_dirs[@]}" cv_dirs < <(probe_scores "${expdir}" "${f}")
+                expdir=exp/${tags[-1]}$(fold_suffix "${f}")
+                in_parallel "${expdir}" probe "${expdir}" "${kind}" "${f}" --model "${init}" \
+                    --random-init "$([ "${i}" = random ] && echo true || echo false)"
             done
-            [ "${fold_list}" = none ] || cv_average "exp/${tag}_cv" "${cv_dirs[@]}"
         done
     done
     if "${baseline}"; then
         kind=$(needed_kinds | head -n 1)
-        cv_dirs=()
+        tags+=(baseline_logmel)
         for f in ${fold_list}; do
             expdir=exp/baseline_logmel$(fold_suffix "${f}")
-            probe "${expdir}" "${kind}" "${f}" --baseline logmel
-            mapfile -t -O "${#cv_dirs[@]}" cv_dirs < <(probe_scores "${expdir}" "${f}")
+            in_parallel "${expdir}" probe "${expdir}" "${kind}" "${f}" --baseline logmel
         done
-        [ "${fold_list}" = none ] || cv_average exp/baseline_logmel_cv "${cv_dirs[@]}"
+    fi
+    wait_parallel
+    if [ "${fold_list}" != none ]; then
+        for tag in "${tags[@]}"; do
+            cv_dirs=()
+            for f in ${fold_list}; do
+                mapfile -t -O "${#cv_dirs[@]}" cv_dirs < <(probe_scores "exp/${tag}$(fold_suffix "${f}")" "${f}")
+            done
+            cv_average "exp/${tag}_cv" "${cv_dirs[@]}"
+        done
     fi
 fi
 

@@ -12,6 +12,7 @@ set -euo pipefail
 ./audiossl.sh \
     --nj 2 \
     --ngpu 0 \
+    --parallel-runs 2 \
     --folds "1 2 3 4 5" \
     --train-set "fold{fold}/train" \
     --valid-set "fold{fold}/test" \

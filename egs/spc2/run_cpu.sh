@@ -12,6 +12,7 @@ set -euo pipefail
 ./audiossl.sh \
     --nj 2 \
     --ngpu 0 \
+    --parallel-runs 2 \
     --train-set train \
     --valid-set valid \
     --test-sets "test" \

@@ -3,7 +3,8 @@
 It checks what the recipe promises: each stage writes what the next reads, BEATs' two rounds and
 EAT's pre-training lower their losses, the fine-tuned models score above chance, the from-scratch
 controls, linear probes and the log-mel baseline are scored beside them, RESULTS.md and the plots
-exist, and re-running finished stages skips the training and reproduces the scores.
+exist, and re-running finished stages skips the training and reproduces the scores. The run puts
+independent runs side by side (--parallel-runs 2), the rerun one at a time.
 """
 import json
 import subprocess
@@ -53,7 +54,7 @@ def recipe(tmp_path_factory) -> Path:
         (root / entry.name).symlink_to(entry.resolve())
     shorten(MINI / "conf", root / "conf", SHORT_SCHEDULES)
     res = subprocess.run(
-        ["./run.sh", "--nj", "2", "--local-data-opts", "--num-train 12 --num-dev 4 --num-test 6"],
+        ["./run.sh", "--nj", "2", "--parallel-runs", "2", "--local-data-opts", "--num-train 12 --num-dev 4 --num-test 6"],
         cwd=root, capture_output=True, text=True, timeout=1500,
     )
     (root / "run.log").write_text(res.stdout + res.stderr)

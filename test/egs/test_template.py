@@ -1,7 +1,10 @@
 """The template recipe script: option parsing, help, stage labels, and shellcheck."""
+import os
 import re
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -77,3 +80,67 @@ def test_shell_scripts_pass_shellcheck():
     scripts += sorted(REPO.glob("utils/*.sh")) + [REPO / "tools" / "install.sh", REPO / "tools" / "activate_python.sh"]
     res = subprocess.run(["shellcheck", "-x", "-S", "warning", *map(str, scripts)], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_parallel_runs_must_be_a_positive_number(tmp_path):
+    res = run(make_recipe(tmp_path), "--parallel-runs", "0")
+    assert res.returncode == 2
+    assert "--parallel-runs must be a number of runs" in res.stdout + res.stderr
+
+
+def test_a_failed_parallel_run_stops_the_stage_and_is_named(tmp_path):
+    """Two fine-tunings side by side that both fail (the initial model is not a model.pt): the recipe
+    waits for both, names both, starts none of the queued runs and exits 1."""
+    recipe = make_recipe(tmp_path)
+    (recipe / "not_a_model.pt").write_text("not a checkpoint\n")
+    res = run(recipe, "--stage", "5", "--stop-stage", "5", "--ngpu", "0", "--parallel-runs", "2",
+              "--pretrained", "not_a_model.pt", "--finetune-models", "beats eat",
+              "--finetune-init", "pretrained random")
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "thread(s) per run" in out
+    assert "2 run(s) failed: exp/finetune_beats exp/finetune_beats_scratch" in out, out
+    for name in ("finetune_beats", "finetune_beats_scratch"):
+        log = (recipe / "exp" / name / "log" / "train.log").read_text()
+        assert "# Ended (code 1)" in log and "not_a_model.pt" in log, log[-2000:]
+    assert not (recipe / "exp" / "finetune_eat").exists()
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "term"])
+def test_a_stop_ends_every_parallel_run_with_what_it_started(tmp_path, how):
+    """Ctrl-C (INT to the terminal's process group) or TERM to the template while two runs are under
+    way stops both runs' process trees at once, although they run in process groups of their own."""
+    recipe = make_recipe(tmp_path)
+    (recipe / "not_a_model.pt").write_text("")
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    # a job backend whose every job is a long sleep recording its pid
+    fake = tmp_path / "fake_cmd.sh"
+    fake.write_text(f"#!/usr/bin/env bash\nsleep 300 &\necho $! > {pids}/$$\nwait\n")
+    fake.chmod(0o755)
+    (recipe / "cmd.sh").unlink()
+    (recipe / "cmd.sh").write_text(f"export train_cmd={fake} cuda_cmd={fake} feats_cmd={fake}\n")
+    proc = subprocess.Popen(
+        ["./run.sh", "--stage", "5", "--stop-stage", "5", "--ngpu", "0", "--parallel-runs", "2",
+         "--pretrained", "not_a_model.pt", "--finetune-models", "beats", "--finetune-init", "pretrained random"],
+        cwd=recipe, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while len(list(pids.iterdir())) < 2 and time.time() < deadline:
+        time.sleep(0.2)
+    sleepers = [int(p.read_text()) for p in pids.iterdir()]
+    assert len(sleepers) == 2, "the two runs did not start side by side"
+    if how == "ctrl-c":
+        os.killpg(proc.pid, signal.SIGINT)
+    else:  # the template is run.sh's child
+        template = int(Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()[0])
+        os.kill(template, signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode != 0, out
+    assert "Stopped" in out
+    for pid in sleepers:
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"process {pid} of a stopped run is still running")
