@@ -27,8 +27,8 @@ stop_stage=10000      # last stage to run
 nj=4                  # parallel jobs for feature extraction and scoring
 ngpu=auto             # GPUs per training job: 0 = CPU; auto = 1 when this machine has a GPU, else 0
 nproc=1               # training processes on CPU (gloo DDP) when ngpu=0
-parallel_runs=1       # independent runs at a time: stages 3 and 4 side by side, the fine-tunings of
-                      # stage 5, the probes of stage 7; on CPU each gets cores/parallel_runs threads
+parallel_runs=1       # independent runs at a time in stages 5 (fine-tunings) and 7 (probes); on CPU
+                      # each gets cores/parallel_runs threads
 skip_bad=false        # drop unreadable audio (listed in dump/*/<set>/bad_utts) instead of failing
 local_data_opts=""    # options passed to local/data.sh
 
@@ -47,6 +47,7 @@ beats_last_teacher=""         # teacher of the last round's tokenizer instead of
                               # model.pt (BEATs "iter3+": its per-patch logits are the targets)
 beats_tokenizer_r1_config=conf/beats_tokenizer_r1.yaml   # round 1: random-projection tokenizer
 beats_tokenizer_config=conf/beats_tokenizer.yaml         # rounds >= 2: self-distilled tokenizer
+beats_tokenizer_ft_teacher_config=conf/beats_tokenizer_ft_teacher.yaml  # the last round's with --beats-last-teacher
 beats_ssl_config=conf/beats_ssl.yaml
 eat_pretrain_config=conf/eat_pretrain.yaml
 pretrain_args=""              # extra --section.key value options for every pre-training run
@@ -76,7 +77,7 @@ Options (defaults in brackets):
   --nj N                     parallel jobs for features and scoring [${nj}]
   --ngpu N|auto              GPUs per training job, 0 = CPU, auto = 1 if a GPU is here [${ngpu}]
   --nproc N                  training processes on CPU (gloo DDP) [${nproc}]
-  --parallel-runs N          independent runs at a time (stages 3+4, 5, 7); on CPU cores/N threads each [${parallel_runs}]
+  --parallel-runs N          fine-tunings / probes at a time (stages 5, 7); on CPU cores/N threads each [${parallel_runs}]
   --skip-bad true|false      drop unreadable audio instead of failing [${skip_bad}]
   --local-data-opts "..."    options for local/data.sh [${local_data_opts}]
   --train-set NAME           [${train_set}]
@@ -90,6 +91,7 @@ Options (defaults in brackets):
   --beats-last-teacher PATH  fine-tuned model.pt teaching the last round's tokenizer (iter3+) [${beats_last_teacher}]
   --beats-tokenizer-r1-config FILE  [${beats_tokenizer_r1_config}]
   --beats-tokenizer-config FILE     [${beats_tokenizer_config}]
+  --beats-tokenizer-ft-teacher-config FILE  the last round's tokenizer with --beats-last-teacher [${beats_tokenizer_ft_teacher_config}]
   --beats-ssl-config FILE           [${beats_ssl_config}]
   --eat-pretrain-config FILE        [${eat_pretrain_config}]
   --pretrain-args "..."      extra --section.key value options for pre-training [${pretrain_args}]
@@ -204,11 +206,15 @@ train() {
     [ -f "${expdir}/model.pt" ] || { log "Error: ${expdir} finished without model.pt; see ${expdir}/train.log"; exit 1; }
 }
 
-# in_parallel <name> <command...>: run an independent command (a training run, a probe, a stage) in the
+# in_parallel <name> <command...>: run an independent command (a fine-tuning, a probe) in the
 # background, at most ${parallel_runs} at a time; with one, in the foreground. Each runs in its own
 # process group, so INT or TERM stops it with everything it started. On CPU the runs share the cores:
 # each gets cores/parallel_runs threads (unless OMP_NUM_THREADS is set). wait_parallel waits for
 # all of them and stops the recipe, naming every run that failed.
+# Pre-training (stages 3, 4) stays one run at a time: on 2 CPU cores BEATs' and EAT's side by side,
+# one thread each, took as long as one after the other with two (their matrix products use both
+# threads well), while fine-tuning pairs took 27% less. On a cluster, run the two pre-trainings as
+# two calls (--pretrain-models beats, --pretrain-models eat).
 bg_pids=()
 bg_names=()
 bg_failed=()
@@ -311,36 +317,35 @@ fi
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${pretrain_models} " == *" beats "* ]]; then
     stage_now=3
     log "Stage 3: BEATs rounds 1..${beats_rounds}: dump/fbank_beats -> exp/beats_{tok,ssl}_r<r>"
-    # The rounds follow one another; with --parallel-runs 2 they run beside stage 4.
-    beats_rounds_run() {
-        local r teacher data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${pretrain_valid_set}")
-        for r in $(seq 1 "${beats_rounds}"); do
-            if [ "${r}" -eq 1 ]; then
-                # shellcheck disable=SC2086
-                train exp/beats_tok_r1 "${beats_tokenizer_r1_config}" "${data_args[@]}" ${pretrain_args}
-            else
-                teacher=exp/beats_ssl_r$((r - 1))/model.pt
-                [ "${r}" -eq "${beats_rounds}" ] && [ -n "${beats_last_teacher}" ] && teacher=${beats_last_teacher}
-                # shellcheck disable=SC2086
-                train "exp/beats_tok_r${r}" "${beats_tokenizer_config}" "${data_args[@]}" \
-                    --model.teacher "${teacher}" ${pretrain_args}
+    data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${pretrain_valid_set}")
+    for r in $(seq 1 "${beats_rounds}"); do
+        if [ "${r}" -eq 1 ]; then
+            # shellcheck disable=SC2086
+            train exp/beats_tok_r1 "${beats_tokenizer_r1_config}" "${data_args[@]}" ${pretrain_args}
+        else
+            teacher=exp/beats_ssl_r$((r - 1))/model.pt
+            config=${beats_tokenizer_config}
+            if [ "${r}" -eq "${beats_rounds}" ] && [ -n "${beats_last_teacher}" ]; then
+                teacher=${beats_last_teacher}
+                config=${beats_tokenizer_ft_teacher_config}  # a fine-tuned teacher: its own LR
             fi
             # shellcheck disable=SC2086
-            train "exp/beats_ssl_r${r}" "${beats_ssl_config}" "${data_args[@]}" \
-                --model.tokenizer "exp/beats_tok_r${r}/model.pt" ${pretrain_args}
-        done
-    }
-    in_parallel "stage 3 (exp/beats_{tok,ssl}_r*)" beats_rounds_run
+            train "exp/beats_tok_r${r}" "${config}" "${data_args[@]}" \
+                --model.teacher "${teacher}" ${pretrain_args}
+        fi
+        # shellcheck disable=SC2086
+        train "exp/beats_ssl_r${r}" "${beats_ssl_config}" "${data_args[@]}" \
+            --model.tokenizer "exp/beats_tok_r${r}/model.pt" ${pretrain_args}
+    done
 fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [[ " ${pretrain_models} " == *" eat "* ]]; then
     stage_now=4
     log "Stage 4: EAT pre-training: dump/fbank_eat -> exp/eat_pretrain"
     # shellcheck disable=SC2086
-    in_parallel exp/eat_pretrain train exp/eat_pretrain "${eat_pretrain_config}" \
+    train exp/eat_pretrain "${eat_pretrain_config}" \
         --data.train "dump/fbank_eat/${pretrain_set}" --data.valid "dump/fbank_eat/${pretrain_valid_set}" ${pretrain_args}
 fi
-wait_parallel
 
 # The model.pt a fine-tuning run of <model> starts from.
 init_model() {
