@@ -1,6 +1,7 @@
 """Training configuration: one YAML file -> typed dataclasses, with ``--section.key value`` overrides.
 
-A config file has five sections (see ``egs/*/conf/*.yaml``)::
+A config file has five sections (see ``egs/*/conf/*.yaml``), and may start from another file,
+``base: other.yaml`` (relative to it), changing only the keys it gives::
 
     task: toy_classifier      # a task registered in audiossl/tasks/
     model: {...}              # fields of that task's ModelConfig dataclass (nested dataclasses allowed)
@@ -94,6 +95,11 @@ class OptimConfig:
     warmup_epochs: float = 0.0
     min_lr: float = 0.0
     layer_decay: float = 1.0  # layer-wise LR decay: lr x layer_decay^(num_layers + 1 - layer_id)
+    # How a parameter group's LR follows the schedule (``audiossl.train.optim``): "scaled", the whole
+    # schedule times the group's lr_scale (min_lr scaled too, warm-up from 0); "fairseq", one cosine
+    # schedule per group as fairseq's composite optimiser runs it: from the group's scaled peak down to
+    # min_lr itself (clamped to that peak), warm-up from min_lr, the n-th update at step n - 1.
+    group_schedule: Literal["scaled", "fairseq"] = "scaled"
     clip_norm: float = 0.0  # gradient clipping by global norm; 0: no clipping (the norm is still logged)
 
 
@@ -362,16 +368,40 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainCo
 
     Raises ConfigError naming the file (or the command line) and the offending key.
     """
-    path = Path(path)
+    raw, chain = _read_config_file(Path(path), ())
+    source = " on ".join(chain)  # "variant.yaml on base.yaml": where a bad value may come from
+    return config_from_dict(raw, overrides=parse_overrides(overrides or []), source=source)
+
+
+def _read_config_file(path: Path, seen: tuple[Path, ...]) -> tuple[dict[str, Any], list[str]]:
+    """The mapping of one config file, on top of the file its ``base:`` key names (a path relative
+    to it), and the chain of files read, this one first (see :func:`_merge`)."""
     if not path.is_file():
-        raise ConfigError(f"{path}: no such config file")
+        where = f" (the base of {seen[-1]})" if seen else ""
+        raise ConfigError(f"{path}: no such config file{where}")
+    if path.resolve() in {s.resolve() for s in seen}:
+        raise ConfigError(f"{path}: base: the files name each other in a loop ({' -> '.join(map(str, seen + (path,)))})")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections (task, model, data, optim, trainer)")
-    return config_from_dict(raw, overrides=parse_overrides(overrides or []), source=str(path))
+    base = raw.pop("base", None)
+    if base is None:
+        return raw, [str(path)]
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: expected the path of a config file, got {base!r}")
+    merged, chain = _read_config_file(path.parent / base, seen + (path,))
+    return _merge(merged, raw), [str(path), *chain]
+
+
+def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``: mappings merge key by key, at any depth; other values replace."""
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def config_from_dict(

@@ -10,7 +10,17 @@ carries its ``lr_scale``; the schedule sets ``lr = lr_at(update) x lr_scale``.
 Schedule by update count n = 1..max_updates (the LR used BY the n-th update):
 ``lr x n / warmup`` for n <= warmup (linear from 0), then
 ``min_lr + (lr - min_lr) x (1 + cos(pi x (n - warmup) / (max_updates - warmup))) / 2``,
-so the warm-up ends at the peak and the cosine reaches ``min_lr`` at the last update.
+so the warm-up ends at the peak and the cosine reaches ``min_lr`` at the last update; a group
+learns at that times its ``lr_scale`` (``group_schedule: scaled``).
+
+``group_schedule: fairseq`` gives each group the schedule fairseq's composite optimiser builds
+for it (``fairseq/optim/composite.py``: one ``cosine`` scheduler per group, its ``lr`` the scaled
+peak; ``fairseq/optim/lr_scheduler/cosine_lr_scheduler.py``): with ``peak = lr x lr_scale`` and
+``floor = min(min_lr, peak)``, the n-th update uses step k = n - 1 of
+``floor + k x (peak - floor) / warmup`` for k < warmup (warm-up from ``floor``), then
+``floor + (peak - floor) x (1 + cos(pi x (k - warmup) / (max_updates - warmup))) / 2``.
+A group whose peak is below ``min_lr`` keeps its peak throughout; the others end at ``min_lr``
+itself, not at a scaled one.
 """
 from __future__ import annotations
 
@@ -69,7 +79,7 @@ def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) ->
     impl = {"fused": True} if device.type == "cuda" else {"foreach": True}
     opt = torch.optim.AdamW(groups, lr=lr_at(1, cfg), betas=tuple(cfg.betas), eps=cfg.eps, **impl)
     for g in opt.param_groups:
-        g["lr"] = lr_at(1, cfg) * g["lr_scale"]
+        g["lr"] = group_lr_at(1, cfg, g["lr_scale"])
     return opt
 
 
@@ -105,8 +115,25 @@ def lr_at(n: int, cfg: OptimConfig) -> float:
     return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def group_lr_at(n: int, cfg: OptimConfig, lr_scale: float) -> float:
+    """The learning rate of the n-th update for a parameter group of ``lr_scale`` under
+    ``cfg.group_schedule`` (see module docstring)."""
+    if cfg.group_schedule == "scaled":
+        return lr_at(n, cfg) * lr_scale
+    peak = cfg.lr * lr_scale
+    floor = min(cfg.min_lr, peak)
+    warmup, total = cfg.warmup_updates, cfg.max_updates
+    k = min(max(n, 1), max(total, 1)) - 1
+    if k < warmup:
+        return floor + k * (peak - floor) / warmup
+    if total <= warmup:
+        return peak
+    return floor + 0.5 * (peak - floor) * (1.0 + math.cos(math.pi * (k - warmup) / (total - warmup)))
+
+
 class WarmupCosineScheduler:
-    """Sets each group's lr to ``lr_at(n) x lr_scale`` before the n-th update; stateless but for n."""
+    """Sets each group's lr to ``group_lr_at(n, lr_scale)`` before the n-th update; stateless but
+    for n. ``get_lr`` is the LR of a group of scale 1 (the head's), the one the trainer logs."""
 
     def __init__(self, optimizer: torch.optim.Optimizer, cfg: OptimConfig):
         self.optimizer = optimizer
@@ -117,13 +144,12 @@ class WarmupCosineScheduler:
     def set_update(self, num_updates: int) -> float:
         """``num_updates`` updates are done; set the LR of the next one and return it."""
         self.num_updates = num_updates
-        lr = lr_at(num_updates + 1, self.cfg)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr * g.get("lr_scale", 1.0)
-        return lr
+            g["lr"] = group_lr_at(num_updates + 1, self.cfg, g.get("lr_scale", 1.0))
+        return self.get_lr()
 
     def get_lr(self) -> float:
-        return lr_at(self.num_updates + 1, self.cfg)
+        return group_lr_at(self.num_updates + 1, self.cfg, 1.0)
 
     def state_dict(self) -> dict[str, int]:
         return {"num_updates": self.num_updates}
@@ -150,5 +176,6 @@ def describe_schedule(cfg: OptimConfig, global_batch: int, clips_per_epoch: int 
     epochs = f" = {total * global_batch / clips_per_epoch:.2f} epochs" if clips_per_epoch else ""
     lines.append(f"updates: {total}{epochs}; warm-up {warmup}; {total * global_batch} clips seen")
     points = sorted({1, max(warmup, 1), total // 4, total // 2, 3 * total // 4, total} - {0})
-    lines.append("lr: " + ", ".join(f"{lr_at(n, cfg):.3g} at {n}" for n in points if n <= max(total, 1)))
+    lines.append("lr: " + ", ".join(f"{group_lr_at(n, cfg, 1.0):.3g} at {n}" for n in points if n <= max(total, 1))
+                 + f" (scale-1 groups; schedule per group: {cfg.group_schedule})")
     return lines

@@ -146,3 +146,26 @@ def test_parse_overrides_forms():
     assert parse_overrides(["--a.b", "1", "--c.d=x=y"]) == [("a.b", "1"), ("c.d", "x=y")]
     with pytest.raises(ConfigError, match="expected --section.key"):
         parse_overrides(["stray"])
+
+
+def test_base_config_is_merged_under_the_variant(tmp_path):
+    raw = toy_config(tmp_path)
+    raw["optim"].update(lr=1e-3, weight_decay=0.03)
+    write_config(tmp_path / "base.yaml", raw)
+    sub = tmp_path / "variants"
+    sub.mkdir()
+    (sub / "high_lr.yaml").write_text("base: ../base.yaml\noptim:\n  lr: 5.0e-4\n")
+    cfg = load_config(sub / "high_lr.yaml")
+    assert cfg.optim.lr == 5e-4 and cfg.optim.weight_decay == 0.03  # the rest of optim is the base's
+    assert cfg.task == raw["task"] and cfg.data.batch_size == load_config(tmp_path / "base.yaml").data.batch_size
+    assert "base" not in config_to_dict(cfg)  # the resolved config stands alone
+    # an error in a value names both files; a missing base names the file that wants it
+    (sub / "bad.yaml").write_text("base: ../base.yaml\noptim:\n  lrr: 1.0\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml on .*base\.yaml: unknown key optim\.lrr"):
+        load_config(sub / "bad.yaml")
+    (sub / "orphan.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(ConfigError, match=r"nowhere\.yaml: no such config file \(the base of .*orphan\.yaml\)"):
+        load_config(sub / "orphan.yaml")
+    (sub / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="in a loop"):
+        load_config(sub / "loop.yaml")

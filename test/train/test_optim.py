@@ -113,3 +113,55 @@ def test_epoch_schedule_sets_updates_from_the_train_set():
     assert (cfg.max_updates, cfg.warmup_updates) == (1, 1)  # never zero: zero means "export only"
     with pytest.raises(ValueError, match="max_epochs and optim.warmup_epochs must be >= 0"):
         resolve_epoch_schedule(OptimConfig(max_epochs=-1), updates_per_epoch=3)
+
+
+class FairseqCosine:
+    """fairseq's cosine scheduler for one group, as its documentation states it: ``lr`` the group's
+    peak, ``min_lr`` lowered to the peak when above it, warm-up from min_lr, ``step_update(k)`` after
+    the k-th update sets the LR of the next one."""
+
+    def __init__(self, peak, min_lr, warmup, max_update):
+        self.peak, self.min_lr = peak, min(min_lr, peak)
+        self.warmup, self.period = warmup, max_update - warmup
+        self.lr = self.min_lr
+
+    def step_update(self, k):
+        if k < self.warmup:
+            self.lr = self.min_lr + k * (self.peak - self.min_lr) / self.warmup
+        else:
+            t = (k - self.warmup) / self.period
+            self.lr = self.min_lr + 0.5 * (self.peak - self.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def test_fairseq_group_schedule_follows_each_groups_own_cosine():
+    model = ToyClassifier(ToyModelConfig(hidden_dim=4, num_layers=3), DataInfo(num_classes=2, feat_dim=5))
+    cfg = OptimConfig(lr=1e-4, min_lr=2e-5, layer_decay=0.5, warmup_updates=5, max_updates=30,
+                      group_schedule="fairseq")
+    opt = build_optimizer(model, cfg, torch.device("cpu"))
+    scales = sorted({g["lr_scale"] for g in opt.param_groups})
+    assert scales == pytest.approx([0.5**4, 0.5**3, 0.5**2, 0.5, 1.0])
+    sched = WarmupCosineScheduler(opt, cfg)
+    ref = {s: FairseqCosine(1e-4 * s, 2e-5, 5, 30) for s in scales}
+    for n in range(1, 31):  # the n-th update
+        for s, r in ref.items():
+            if n > 1:
+                r.step_update(n - 1)
+            got = [g["lr"] for g in opt.param_groups if g["lr_scale"] == s]
+            assert got == pytest.approx([r.lr] * len(got), rel=1e-12, abs=0), (n, s)
+        assert sched.get_lr() == pytest.approx(ref[1.0].lr)
+        sched.set_update(n)
+    # the groups peaking below min_lr (1e-4 x 0.5^4, 1e-4 x 0.5^3) keep their peak; the others end
+    # near min_lr itself, where the scaled schedule ends at min_lr x scale
+    assert ref[0.5**4].lr == pytest.approx(1e-4 * 0.5**4) and ref[0.5**3].lr == pytest.approx(1e-4 * 0.5**3)
+    assert ref[0.5].lr == pytest.approx(2e-5, rel=1e-2)
+    scaled = OptimConfig(lr=1e-4, min_lr=2e-5, layer_decay=0.5, warmup_updates=5, max_updates=30)
+    assert lr_at(30, scaled) * 0.5 == pytest.approx(1e-5)
+
+
+def test_fairseq_group_schedule_starts_warmup_at_min_lr():
+    cfg = OptimConfig(lr=1.0, min_lr=0.1, warmup_updates=4, max_updates=8, group_schedule="fairseq")
+    opt = torch.optim.AdamW([{"params": [nn.Parameter(torch.zeros(2))], "lr_scale": 1.0}])
+    sched = WarmupCosineScheduler(opt, cfg)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)  # update 1: min_lr (scaled: 0.25)
+    sched.set_update(4)
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)  # update 5, the first after warm-up: the peak
