@@ -144,3 +144,33 @@ def test_a_stop_ends_every_parallel_run_with_what_it_started(tmp_path, how):
             time.sleep(0.1)
         else:
             pytest.fail(f"process {pid} of a stopped run is still running")
+
+
+def fake_backend(recipe: Path, tmp_path: Path) -> Path:
+    """Replace the recipe's cmd.sh by a job backend that records each job's command line in
+    <tmp_path>/jobs.txt and writes the model.pt of its --output-dir, without training."""
+    jobs = tmp_path / "jobs.txt"
+    fake = tmp_path / "record_cmd.sh"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {jobs}\n'
+        'while [ $# -gt 0 ]; do [ "$1" = --output-dir ] && mkdir -p "$2" && touch "$2/model.pt"; shift; done\n'
+    )
+    fake.chmod(0o755)
+    (recipe / "cmd.sh").unlink()
+    (recipe / "cmd.sh").write_text(f"export train_cmd={fake} cuda_cmd={fake} feats_cmd={fake}\n")
+    return jobs
+
+
+def test_last_beats_round_with_a_fine_tuned_teacher_takes_its_own_config(tmp_path):
+    recipe = make_recipe(tmp_path, "audioset")
+    jobs = fake_backend(recipe, tmp_path)
+    res = run(recipe, "--stage", "3", "--stop-stage", "3", "--ngpu", "0", "--pretrain-models", "beats",
+              "--beats-rounds", "3", "--beats-last-teacher", "exp/finetune_beats/model.pt")
+    assert res.returncode == 0, res.stdout + res.stderr
+    tokenizers = [line for line in jobs.read_text().splitlines() if "--output-dir exp/beats_tok_r" in line]
+    assert len(tokenizers) == 3
+    assert "--config conf/beats_tokenizer_r1.yaml" in tokenizers[0]
+    assert "--config conf/beats_tokenizer.yaml" in tokenizers[1] and "--model.teacher exp/beats_ssl_r1/model.pt" in tokenizers[1]
+    assert "--config conf/beats_tokenizer_ft_teacher.yaml" in tokenizers[2]
+    assert "--model.teacher exp/finetune_beats/model.pt" in tokenizers[2]
