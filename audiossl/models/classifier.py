@@ -14,8 +14,11 @@ state dict has ``encoder.*``, ``head_norm.*``, ``head.*`` keys, the layout the c
 write for released fine-tuned models.
 
 Fixed-size embeddings for variable-length audio: :meth:`AudioClassifier.features` gives one (D,)
-vector per clip: the mean over tokens whose patch holds at least one real frame (as the encoder's
-token padding mask says), or the CLS token.
+vector per clip: the mean over the tokens that the encoder's token padding mask leaves unpadded, or
+the CLS token. Which tokens those are is the encoder's rule, not "every patch holding a real frame":
+BEATs maps frames to tokens in equal consecutive chunks, as its official code does, so on a partly
+padded last time step its low-frequency tokens count as real and its high-frequency ones as padded
+(``audiossl.models.beats.backbone``, module docstring).
 """
 from __future__ import annotations
 

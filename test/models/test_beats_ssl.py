@@ -67,6 +67,26 @@ def test_visible_tokens_go_through_the_encoder_with_their_original_positions(tmp
     torch.testing.assert_close(seen["x"], full.gather(1, pos[:, :, None].expand(-1, -1, 64)))
 
 
+
+def test_compressed_positions_run_the_visible_tokens_as_a_contiguous_sequence(tmp_path, monkeypatch):
+    """visible_positions: compressed (OpenBEATs) gives the encoder no positions, so its relative
+    bias sees 0..K-1; the loss then differs from the default's on the same masks."""
+    losses = {}
+    for mode in ("original", "compressed"):
+        cfg, model = build(tmp_path, visible_positions=mode)
+        seen = {}
+        original = model.encoder.encode_tokens
+
+        def spy(x, token_mask=None, positions=None, output_hidden_states=False, _orig=original, _seen=seen):
+            _seen["positions"] = positions
+            return _orig(x, token_mask, positions, output_hidden_states)
+
+        monkeypatch.setattr(model.encoder, "encode_tokens", spy)
+        torch.manual_seed(1)  # the same masks in both modes
+        losses[mode] = model({"feats": torch.randn(2, 64, 128), "padding_mask": None})[0].item()
+        assert (seen["positions"] is None) == (mode == "compressed")
+    assert losses["original"] != losses["compressed"]
+
 def test_a_few_steps_lower_the_loss(tmp_path):
     cfg, model = build(tmp_path, label_smoothing=0.1)
     feats = torch.randn(4, 64, 128)

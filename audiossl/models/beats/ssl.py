@@ -6,10 +6,13 @@ For each clip (normalised fbank (B, T, 128)):
    (B, N) in [0, K);
 2. 75 % of the tokens are masked uniformly at random, per clip (padded tokens are masked first, so
    the kept ones are real audio whenever the clip has enough of it);
-3. the visible tokens, in their original order, go through the BEATs encoder; the relative position
-   bias is computed from their ORIGINAL token indices, so attention sees true distances, while the
-   convolutional positional embedding runs over the shortened sequence (the official pre-training
-   code is not public; this is what the paper describes and what OpenBEATs does);
+3. the visible tokens, in their original order, go through the BEATs encoder; by default the
+   relative position bias is computed from their ORIGINAL token indices, so attention sees true
+   distances, while the convolutional positional embedding runs over the shortened sequence. The
+   official pre-training code is not public and the paper does not say; ESPnet's OpenBEATs instead
+   runs the encoder on the shortened sequence as if it were contiguous, positions 0..K-1
+   (espnet2/asr/encoder/beats_encoder.py, ``extract_features`` after ``mask_sequence``):
+   ``visible_positions: compressed`` does that;
 4. a label predictor (a small BEATs Transformer, 3 layers by default) gets the encoder outputs at
    the visible positions and a learned mask token at the masked ones, on the full token grid;
 5. cross-entropy over K labels on the masked, non-padded tokens (optional label smoothing).
@@ -19,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,6 +52,9 @@ class SSLConfig:
         predictor_layers: depth of the label predictor (not published; OpenBEATs uses 3).
         predictor_dim, predictor_heads, predictor_ffn_dim: its width; None = the encoder's.
         label_smoothing: of the cross-entropy (OpenBEATs: 0.1).
+        visible_positions: the positions the encoder's relative position bias sees for the visible
+            tokens: "original" (their indices in the full token grid) or "compressed" (0..K-1 in the
+            shortened sequence, as OpenBEATs); see the module docstring.
     """
 
     encoder: BEATsConfig = field(default_factory=BEATsConfig)
@@ -59,6 +65,7 @@ class SSLConfig:
     predictor_heads: int | None = None
     predictor_ffn_dim: int | None = None
     label_smoothing: float = 0.1
+    visible_positions: Literal["original", "compressed"] = "original"
 
     def __post_init__(self) -> None:
         assert 0.0 < self.mask_ratio < 1.0, f"model.mask_ratio must be in (0, 1), got {self.mask_ratio}"
@@ -150,6 +157,7 @@ class BEATsSSLModel(AbsTrainModel):
         super().__init__()
         self.mask_ratio = cfg.mask_ratio
         self.label_smoothing = cfg.label_smoothing
+        self.original_positions = cfg.visible_positions == "original"
         self.encoder = BEATsBackbone(cfg.encoder_config())
         self.num_labels = int(tokenizer.codebook_size)
         self.predictor = LabelPredictor(cfg.predictor_config(), self.encoder.embed_dim, self.num_labels)
@@ -182,7 +190,8 @@ class BEATsSSLModel(AbsTrainModel):
         K = keep_idx.shape[1]
         visible = x.gather(1, keep_idx[:, :, None].expand(B, K, D))  # (B, K, D)
         visible_mask = None if token_mask is None else token_mask.gather(1, keep_idx)  # (B, K)
-        h, _ = self.encoder.encode_tokens(visible, visible_mask, positions=keep_idx)  # (B, K, D)
+        positions = keep_idx if self.original_positions else None  # None: 0..K-1
+        h, _ = self.encoder.encode_tokens(visible, visible_mask, positions=positions)  # (B, K, D)
         h = self.predictor(h, keep_idx, N, token_mask)  # (B, N, D_pred)
 
         # The loss reads the M = N - K masked tokens of every clip by index, a count known on the host
