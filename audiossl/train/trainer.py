@@ -760,7 +760,11 @@ class Trainer:
                 state = torch.load(self.best[0]["path"], map_location="cpu", weights_only=False)["model"]
                 what = f"best {what} ({t.best_metric} {self.best[0]['value']:.4f} at update {self.best[0]['update']})"
         path = self.out / "model.pt"
-        save_model(path, self.cfg.task, config_to_dict(self.cfg), state, source.export())
+        config = config_to_dict(self.cfg)
+        # the normalisation it was trained with, also when it came from the train dump's stats.json,
+        # so that the file alone says how to feed the model (audiossl.api, scoring, extraction)
+        config["data"].update(norm_mean=self.norm.mean, norm_std=self.norm.std)
+        save_model(path, self.cfg.task, config, state, source.export())
         logger.info("wrote %s: %s after %d updates", path, what, self.num_updates)
         return path
 

@@ -173,7 +173,11 @@ def test_max_updates_0_validates_and_exports(data, monkeypatch):
         train(config_from_dict(toy_config(data)), data / "bad", device="cpu")
     result = train(config_from_dict(toy_config(data, optim={"max_updates": 0, "warmup_updates": 0})), data / "exp", device="cpu")
     assert result.num_updates == 0 and "loss" in result.last_valid
-    assert load_model(data / "exp" / "model.pt")["task"] == "toy_classifier"
+    written = load_model(data / "exp" / "model.pt")
+    assert written["task"] == "toy_classifier"
+    # the normalisation came from the train dump's stats.json; model.pt keeps it, to stand alone
+    assert toy_config(data)["data"].get("norm_mean") is None
+    assert (written["config"]["data"]["norm_mean"], written["config"]["data"]["norm_std"]) == (0.5, 1.5)
 
 
 def test_sigusr1_also_stops_cleanly(data, monkeypatch):
