@@ -109,8 +109,8 @@ class ImportedModel:
         model_config: the task's ``model:`` section.
         state_dict: the training model's state dict.
         extra: anything else worth keeping (source file, label names, ...), saved as ``extra``.
-        data_config: the ``data:`` entries the checkpoint fixes (e.g. its normalisation); empty when
-            they depend on the dataset, as for EAT.
+        data_config: the ``data:`` entries the checkpoint was trained with (its normalisation; the
+            input length of a fine-tuned EAT), so that the file alone says how to feed it.
     """
 
     task: str

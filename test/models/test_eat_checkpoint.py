@@ -198,6 +198,16 @@ def test_fairseq_finetuned_import_and_round_trip(tmp_path):
     assert encoder.cfg.num_heads == HEADS
     exported = export_official(_model_pt(imp), layout="fairseq")
     _assert_same_official(exported["model"], ckpt["model"])
+    # the file says how the released model was fed (AudioSet constants, 1024 frames): audio in, scores
+    # out, without constants from the user
+    assert imp.data_config == {"norm_mean": -4.268, "norm_std": 4.569, "target_frames": 1024}
+    imp.save(tmp_path / "exp" / "model.pt")
+    import audiossl
+
+    model = audiossl.load_model(tmp_path / "exp" / "model.pt")
+    assert (model.norm.mean, model.norm.std, model.window_frames) == (-4.268, 4.569, 1024)
+    probs = model.classify(torch.randn(16000) * 0.1, sample_rate=16000).probs
+    assert probs.shape == (5,) and bool(((probs > 0) & (probs < 1)).all())
 
 
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])

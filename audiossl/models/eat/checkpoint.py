@@ -39,9 +39,17 @@ from typing import Any
 
 import torch
 
+from audiossl.data.fbank import EAT_NORM
 from audiossl.models.eat.encoder import EATEncoder, sincos_positions_2d
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
 from audiossl.train.checkpoint import ImportedModel, atomic_save
+
+# The released EAT models were pre-trained (and fine-tuned) on AudioSet with its constants
+# (data/raw_audio_dataset.py:415-416), and fine-tuned on 1024-frame inputs (scripts/finetuning_AS2M.sh
+# task.target_length): an imported file says so, so that it is fed as it was trained without flags.
+# Fine-tuning it on another corpus sets that corpus's constants in its own config.
+RELEASED_DATA = {"norm_mean": EAT_NORM["audioset"].mean, "norm_std": EAT_NORM["audioset"].std}
+RELEASED_FINETUNED_DATA = {**RELEASED_DATA, "target_frames": 1024}
 
 logger = logging.getLogger(__name__)
 
@@ -480,7 +488,7 @@ def import_official(path: str | os.PathLike, layout: str = "auto", use_teacher: 
     out["num_updates"] = torch.tensor(num_updates, dtype=torch.long)
     _check_against_model(out, fresh, leftovers, where)
     extra.update(use_teacher=use_teacher, num_updates=num_updates)
-    return ImportedModel(PRETRAIN_TASK, asdict(cfg), out, extra)
+    return ImportedModel(PRETRAIN_TASK, asdict(cfg), out, extra, RELEASED_DATA)
 
 
 def _import_finetuned(
@@ -515,7 +523,7 @@ def _import_finetuned(
     labels = _label_names(official, num_classes)
     if labels:
         extra["label_names"] = labels
-    return ImportedModel(FINETUNE_TASK, model_config, out, extra)
+    return ImportedModel(FINETUNE_TASK, model_config, out, extra, RELEASED_FINETUNED_DATA)
 
 
 def finetune_model_config(
