@@ -26,6 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import kaldiio
@@ -130,31 +131,71 @@ def score_dump_dir(
     batch_size: int = 16,
     device: str | torch.device = "cpu",
 ) -> ScoreResult:
-    """Score every utterance of ``<dump_dir>/feats.scp`` with ``model.predict``.
-
-    Args:
-        model: a fine-tuned model (``predict(batch) -> (B, C)`` probabilities), in eval mode.
-        window_frames: W (see the module docstring); None or 0: whole clips.
-        hop_frames: hop between windows; default W // 2.
-        reduce: how window scores combine per clip: "mean" or "max".
-    """
-    assert reduce in ("mean", "max"), f"reduce must be mean or max, got {reduce!r}"
+    """Score every utterance of ``<dump_dir>/feats.scp`` with ``model.predict`` (see
+    :func:`score_features`) and read its targets."""
     dump_dir = Path(dump_dir)
     scp = dump_dir / "feats.scp"
     if not scp.is_file():
         raise FileNotFoundError(f"{scp}: no such file; run the feature extraction stage for {dump_dir}")
     feats = kaldiio.load_scp(str(scp))
     utt_ids = list(feats.keys())
-    C = len(label_names)
-    N = len(utt_ids)
-    sums = torch.zeros(N, C, dtype=torch.float64)
-    maxes = torch.full((N, C), -math.inf, dtype=torch.float64)
+    clips = _LazyClips(feats, utt_ids)
+    num_frames = None if window_frames else read_num_frames(dump_dir, utt_ids, lambda n: feats[utt_ids[n]])
+    scores, counts = score_features(model, clips, norm, window_frames, hop_frames, reduce, batch_size, device, num_frames)
+    assert scores.shape[1] == len(label_names), f"model gave {scores.shape[1]} scores per clip, expected {len(label_names)}"
+    targets, display = read_targets(dump_dir, utt_ids, label_names)
+    logger.info("scored %d utterances of %s in %d windows", len(utt_ids), dump_dir, int(counts.sum()))
+    return ScoreResult(utt_ids, scores, targets, list(label_names), display, counts)
+
+
+class _LazyClips(Sequence):
+    """The raw (T, F) features of a feats.scp, read when asked for."""
+
+    def __init__(self, reader, utt_ids: list[str]):
+        self.reader, self.utt_ids = reader, utt_ids
+
+    def __len__(self) -> int:
+        return len(self.utt_ids)
+
+    def __getitem__(self, n):
+        return self.reader[self.utt_ids[n]]
+
+
+@torch.no_grad()
+def score_features(
+    model: torch.nn.Module,
+    clips: Sequence[np.ndarray],
+    norm: FeatureNorm,
+    window_frames: int | None,
+    hop_frames: int | None = None,
+    reduce: Literal["mean", "max"] = "mean",
+    batch_size: int = 16,
+    device: str | torch.device = "cpu",
+    num_frames: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(N, C) float32 scores of N clips of raw (T, F) log-mel with ``model.predict``, and (N,) how
+    many windows each was scored in.
+
+    Args:
+        model: a fine-tuned model (``predict(batch) -> (B, C)`` probabilities), in eval mode.
+        window_frames: W (see the module docstring); None or 0: whole clips.
+        hop_frames: hop between windows; default W // 2.
+        reduce: how window scores combine per clip: "mean" or "max".
+        num_frames: the clips' lengths, if known without reading them (whole clips only).
+    """
+    assert reduce in ("mean", "max"), f"reduce must be mean or max, got {reduce!r}"
+    N = len(clips)
+    if N == 0:
+        raise ValueError("no clip to score")
+    sums: torch.Tensor | None = None
+    maxes: torch.Tensor | None = None
     counts = np.zeros(N, dtype=np.int64)
     model.eval()
 
     def run(items: list[tuple[int, torch.Tensor, int]], L: int) -> None:
         """One forward pass over items (clip index, (l, F) normalised window, real frames), each
         padded to L frames."""
+        nonlocal sums, maxes
         F_ = items[0][1].shape[1]
         pad_value = -norm.mean / (2 * norm.std)  # a zero of raw log-mel, normalised
         batch_feats = torch.full((len(items), L, F_), pad_value, dtype=torch.float32)
@@ -164,7 +205,10 @@ def score_dump_dir(
             mask[b, :real] = False
         scores = model.predict({"feats": batch_feats.to(device), "padding_mask": mask.to(device)})
         scores = scores.double().cpu()  # (B, C)
-        assert scores.shape == (len(items), C), f"model gave scores {tuple(scores.shape)}, expected {(len(items), C)}"
+        assert scores.dim() == 2 and scores.shape[0] == len(items), f"model gave scores {tuple(scores.shape)} for {len(items)} inputs"
+        if sums is None:
+            sums = torch.zeros(N, scores.shape[1], dtype=torch.float64)
+            maxes = torch.full((N, scores.shape[1]), -math.inf, dtype=torch.float64)
         for b, (n, _, _) in enumerate(items):
             sums[n] += scores[b]
             maxes[n] = torch.maximum(maxes[n], scores[b])
@@ -174,8 +218,8 @@ def score_dump_dir(
     windowed = bool(window_frames)
     hop = hop_frames or default_hop(window_frames or 0)
     if windowed:
-        for n, utt in enumerate(utt_ids):
-            raw = feats[utt]
+        for n in range(N):
+            raw = clips[n]
             x = _normalised(raw, norm)  # (T, F)
             T = x.shape[0]
             starts = window_starts(T, window_frames, hop)
@@ -191,15 +235,13 @@ def score_dump_dir(
             run(pending, window_frames)
     else:
         # Whole clips, each batch of one length: nothing padded (see the module docstring).
-        num_frames = read_num_frames(dump_dir, utt_ids, lambda n: feats[utt_ids[n]])
+        lengths = num_frames if num_frames is not None else [clips[n].shape[0] for n in range(N)]
         by_length: dict[int, list[int]] = {}
-        for n, t in enumerate(num_frames):
-            by_length.setdefault(t, []).append(n)
+        for n, t in enumerate(lengths):
+            by_length.setdefault(int(t), []).append(n)
         for t in sorted(by_length):
-            clips = by_length[t]
-            for i in range(0, len(clips), batch_size):
-                run([(n, _normalised(feats[utt_ids[n]], norm), t) for n in clips[i : i + batch_size]], t)
+            idx = by_length[t]
+            for i in range(0, len(idx), batch_size):
+                run([(n, _normalised(clips[n], norm), t) for n in idx[i : i + batch_size]], t)
     combined = sums / torch.from_numpy(np.maximum(counts, 1))[:, None] if reduce == "mean" else maxes
-    targets, display = read_targets(dump_dir, utt_ids, label_names)
-    logger.info("scored %d utterances of %s in %d windows", N, dump_dir, int(counts.sum()))
-    return ScoreResult(utt_ids, combined.float().numpy(), targets, list(label_names), display, counts)
+    return combined.float().numpy(), counts
