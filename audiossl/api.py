@@ -46,10 +46,6 @@ PATCH_FRAMES = 16  # both models' patches are 16 frames x 16 mel bins
 FRAME_SHIFT_S = 0.010
 FRAME_LENGTH_S = 0.025
 
-# The fbank front end of each encoder task (the model family whose official code fixes it).
-FBANK_KIND_OF_TASK = {"beats_ssl": "beats", "beats_tokenizer": "beats", "eat_pretrain": "eat"}
-
-
 @dataclass
 class Embeddings:
     """What :meth:`AudioModel.embed` gives for one clip.
@@ -82,20 +78,6 @@ class ClassScores:
         return [(self.labels[j], float(v)) for v, j in zip(p.tolist(), i.tolist())]
 
 
-def fbank_kind(obj: dict[str, Any], where: str) -> str:
-    """The fbank front end ("beats" or "eat") a loaded model.pt's encoder was trained on."""
-    extra = obj.get("extra") or {}
-    if extra.get("fbank_kind") in ("beats", "eat"):
-        return extra["fbank_kind"]
-    task = obj["task"]
-    if task == "finetune":
-        task = ((obj.get("config") or {}).get("model") or {}).get("encoder_task") or extra.get("encoder_task")
-    if task not in FBANK_KIND_OF_TASK:
-        raise ValueError(f"{where}: cannot tell the front end of an encoder of task {task!r} "
-                         f"(known: {', '.join(sorted(FBANK_KIND_OF_TASK))})")
-    return FBANK_KIND_OF_TASK[task]
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", bf16: bool = False) -> "AudioModel":
     """Load a model.pt (any task with an encoder, a BEATs tokenizer, or a fine-tuned classifier)
     for :meth:`AudioModel.embed`, :meth:`AudioModel.tokens` and :meth:`AudioModel.classify`.
@@ -104,7 +86,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", bf16
         device: where the model runs ("cpu", "cuda", "cuda:1", ...).
         bf16: run the encoder under bfloat16 autocast (CUDA only); outputs are float32.
     """
-    from audiossl.models.beats.extract import resolve_model_norm
+    from audiossl.models.beats.extract import fbank_kind, resolve_model_norm
     from audiossl.train.checkpoint import load_model as read_model_file
 
     path = Path(path)
@@ -136,13 +118,16 @@ class AudioModel:
     # --- the three outputs --------------------------------------------------------------------
     @torch.no_grad()
     def embed(self, audio: Audio | Sequence[Audio], sample_rate: int | None = None, layer: int | None = None,
-              pooling: str = "mean") -> Embeddings | list[Embeddings]:
+              pooling: str = "mean", cover_end: bool = False) -> Embeddings | list[Embeddings]:
         """Embeddings of one clip, or a list of them for a list of clips.
 
         Args:
             sample_rate: of array/tensor input (required there; a file says its own).
             layer: encoder layer 1..L (negative: from the top); None: the last layer's output.
             pooling: "mean" of the tokens, or "cls" (EAT's CLS token; last layer only).
+            cover_end: complete the last, partial time step with zeros of raw log-mel (the
+                scorer's padding) instead of leaving its frames out, so that ``frames`` reach the
+                end of the clip.
         """
         from audiossl.models.beats.extract import layer_index
 
@@ -175,7 +160,7 @@ class AudioModel:
             clip = torch.stack(cls).mean(0) if pooling == "cls" else tokens.mean(dim=1)
             return [Embeddings(tokens[b], frames[b], times.clone(), clip[b]) for b in range(tokens.shape[0])]
 
-        return self._batched(audio, sample_rate, run)
+        return self._batched(audio, sample_rate, run, pad_to_patch=cover_end)
 
     @torch.no_grad()
     def tokens(self, audio: Audio | Sequence[Audio], sample_rate: int | None = None) -> torch.Tensor | list[torch.Tensor]:
@@ -210,7 +195,7 @@ class AudioModel:
             else:
                 from audiossl.models.beats.checkpoint import load_encoder
 
-                self._encoder = load_encoder(self.path).to(self.device).eval()
+                self._encoder = load_encoder(self._obj, str(self.path)).to(self.device).eval()
         return self._encoder
 
     def _get_tokenizer(self) -> torch.nn.Module:
@@ -219,7 +204,7 @@ class AudioModel:
                 raise ValueError(f"{self.path}: tokens come from a beats_tokenizer model.pt, this one is of task {self.task!r}")
             from audiossl.tasks.beats_tokenizer import load_tokenizer
 
-            self._tokenizer = load_tokenizer(self.path).to(self.device).eval()
+            self._tokenizer = load_tokenizer(self._obj, str(self.path)).to(self.device).eval()
         return self._tokenizer
 
     def _get_classifier(self) -> torch.nn.Module:
@@ -248,9 +233,16 @@ class AudioModel:
             raise ValueError("no audio given (an empty list)")
         return [to_waveform(a, sample_rate, f"clip {i}" if len(clips) > 1 else "the clip") for i, a in enumerate(clips)]
 
-    def _batched(self, audio, sample_rate, run, batch_size: int = 8):
+    def _batched(self, audio, sample_rate, run, batch_size: int = 8, pad_to_patch: bool = False):
         single = not isinstance(audio, (list, tuple))
         feats = [normalize(compute_fbank(w, self.kind), self.norm) for w in self._waveforms(audio, sample_rate)]
+        if pad_to_patch:
+            zero = -self.norm.mean / (2 * self.norm.std)  # a zero of raw log-mel, normalised
+            feats = [torch.cat([f, f.new_full((-f.shape[0] % PATCH_FRAMES, f.shape[1]), zero)]) for f in feats]
+        for i, f in enumerate(feats):
+            if f.shape[0] < PATCH_FRAMES:
+                what = f"clip {i}" if not single else "the clip"
+                raise ValueError(f"{what}: {f.shape[0]} frames are fewer than one patch ({PATCH_FRAMES} frames, 0.175 s)")
         by_length: dict[int, list[int]] = defaultdict(list)
         for i, f in enumerate(feats):
             by_length[f.shape[0]].append(i)

@@ -166,3 +166,91 @@ def test_bad_input_says_what_is_wrong(models, tmp_path):
         model.classify(noise(1.0, 0), sample_rate=16000)
     with pytest.raises(FileNotFoundError, match="no such model.pt"):
         audiossl.load_model(tmp_path / "nothing.pt")
+
+
+# --- the HEAR 2021 API (audiossl.hear): the rules of its common API, checked on random audio -------
+@pytest.mark.parametrize("name", ["beats", "eat"])
+def test_hear_module_follows_the_hear_rules(models, name):
+    from audiossl import hear
+
+    model = hear.load_model(models[name])
+    assert isinstance(model, torch.nn.Module) and model.sample_rate == 16000
+    assert isinstance(model.scene_embedding_size, int) and isinstance(model.timestamp_embedding_size, int)
+    model.to("cpu")
+    for n, seconds in [(2, 1.07), (1, 1.98), (3, 4.0)]:
+        audio = torch.rand(n, int(seconds * 16000)) * 2 - 1
+        emb, ts = hear.get_timestamp_embeddings(audio, model)
+        assert emb.dtype == torch.float32 and ts.dtype == torch.float32
+        assert emb.dim() == 3 and emb.shape[0] == n and emb.shape[2] == model.timestamp_embedding_size
+        assert ts.shape == emb.shape[:2]
+        gaps = ts.diff(dim=1)
+        assert float((gaps - 40.0).abs().max()) < 1e-3, "timestamps every hop_ms, evenly"
+        length_ms = 1000 * seconds
+        assert float(ts.max()) <= length_ms and float(ts.max()) >= length_ms - 2 * 40, (ts.max(), length_ms)
+        assert float(ts.min()) == pytest.approx(87.5)  # the centre of the first patch row
+        # shift 0's rows are the API's frames of the whole clip (its last, partial row completed)
+        frames = audiossl.load_model(models[name]).embed(audio[0], sample_rate=16000, cover_end=True).frames
+        m = min(frames.shape[0], (emb.shape[1] + 3) // 4)
+        torch.testing.assert_close(emb[0, ::4][:m], frames[:m], rtol=0, atol=1e-5)
+    audio = torch.rand(4, int(2.74 * 16000)) * 2 - 1
+    scene = hear.get_scene_embeddings(audio, model)
+    assert scene.dtype == torch.float32 and scene.shape == (4, model.scene_embedding_size)
+    torch.testing.assert_close(scene[1], audiossl.load_model(models[name]).embed(audio[1], sample_rate=16000).clip)
+    with pytest.raises(ValueError, match="hop_ms"):
+        hear.load_model(models[name], hop_ms=30)
+
+
+# --- audiossl.bin.extract from audio ---------------------------------------------------------------
+def test_extract_from_a_directory_or_a_wav_scp_gives_the_apis_embeddings(models, tmp_path, monkeypatch):
+    from audiossl.bin.extract import main as extract_main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audio" / "sub").mkdir(parents=True)
+    waves = {"a": noise(1.0, 20), "sub-b": noise(0.8, 21), "sub-c": noise(1.0, 22)}
+    for utt, w in waves.items():
+        sf.write(tmp_path / "audio" / (utt.replace("-", "/") + ".wav"), w, 16000, subtype="FLOAT")
+    assert extract_main(["--model", str(models["eat"]), "--audio", "audio", "--output-dir", "out_dir",
+                         "--outputs", "frames,clip"]) == 0
+    (tmp_path / "wav.scp").write_text("".join(f"{u} audio/{u.replace('-', '/')}.wav\n" for u in waves))
+    assert extract_main(["--model", str(models["eat"]), "--audio", "wav.scp", "--output-dir", "out_scp"]) == 0
+    api = audiossl.load_model(models["eat"])
+    for out in ("out_dir", "out_scp"):
+        frames = kaldiio.load_scp(f"{out}/frames.scp")
+        assert sorted(frames.keys()) == sorted(waves)
+        for utt, w in waves.items():
+            np.testing.assert_allclose(frames[utt], api.embed(w, sample_rate=16000).tokens.numpy(), rtol=0, atol=1e-5)
+
+
+def test_extract_logits_of_a_fine_tuned_model(models, tmp_path, monkeypatch):
+    from audiossl.bin.extract import main as extract_main
+
+    monkeypatch.chdir(tmp_path)
+    waves = [noise(0.9, 30), noise(0.5, 31)]  # within the 96-frame window: one window each
+    for i, w in enumerate(waves):
+        sf.write(tmp_path / f"c{i}.wav", w, 16000, subtype="FLOAT")
+    (tmp_path / "list.txt").write_text("c0.wav\nc1.wav\n")
+    assert extract_main(["--model", str(models["ft"]), "--audio", "list.txt", "--output-dir", "out",
+                         "--outputs", "logits"]) == 0
+    logits = kaldiio.load_scp("out/logits.scp")
+    api = audiossl.load_model(models["ft"])
+    for i, w in enumerate(waves):
+        assert logits[f"c{i}"].shape == (3,)
+        probs = torch.softmax(torch.tensor(logits[f"c{i}"]), dim=-1)
+        torch.testing.assert_close(probs, api.classify(w, sample_rate=16000).probs, rtol=0, atol=1e-5)
+
+
+def test_extract_from_audio_refuses_bad_lists(models, tmp_path, monkeypatch, capsys):
+    from audiossl.bin.extract import main as extract_main
+
+    monkeypatch.chdir(tmp_path)
+    assert extract_main(["--model", str(models["eat"]), "--audio", "nowhere", "--output-dir", "o"]) == 2
+    assert "nowhere: no such file or directory" in capsys.readouterr().err
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    for d in ("x", "y"):
+        sf.write(tmp_path / d / "same.wav", noise(0.5, 0), 16000)
+    (tmp_path / "list.txt").write_text("x/same.wav\ny/same.wav\n")
+    assert extract_main(["--model", str(models["eat"]), "--audio", "list.txt", "--output-dir", "o"]) == 2
+    assert "both give the utterance id 'same'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="logits come from a fine-tuned"):
+        extract_main(["--model", str(models["eat"]), "--audio", "x", "--output-dir", "o", "--outputs", "logits"])

@@ -71,13 +71,15 @@ def load_teacher(path: str | os.PathLike) -> nn.Module:
     return load_encoder(path)
 
 
-def load_tokenizer(path: str | os.PathLike) -> nn.Module:
-    """The trained tokenizer of a ``beats_tokenizer`` model.pt, in eval mode; it has
-    ``tokenize(feats, padding_mask) -> (B, N)`` and ``codebook_size``."""
+def load_tokenizer(path: str | os.PathLike | dict, source: str | None = None) -> nn.Module:
+    """The trained tokenizer of a ``beats_tokenizer`` model.pt (a path, or the file already read,
+    ``source`` naming it), in eval mode; it has ``tokenize(feats, padding_mask) -> (B, N)`` and
+    ``codebook_size``."""
     from audiossl.train.config import dataclass_from_dict
     from audiossl.train.checkpoint import load_model
 
-    obj = load_model(path)
+    obj = path if isinstance(path, dict) else load_model(path)
+    path = (source or "model.pt") if isinstance(path, dict) else path
     if obj["task"] != BeatsTokenizerTask.name:
         raise ValueError(f"{path}: a model.pt of task {obj['task']!r}, not a beats_tokenizer one (model.tokenizer must point at exp/beats_tok_r<r>/model.pt)")
     cfg = dataclass_from_dict(TokenizerConfig, dict(obj["config"]["model"]), f"{path}: config.model")

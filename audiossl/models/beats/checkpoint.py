@@ -122,15 +122,17 @@ def model_config_of(obj: Mapping[str, Any], source: str):
     return task, dataclass_from_dict(task.ModelConfig, dict(model_section), f"{source}: config.model")
 
 
-def load_encoder(path: str | os.PathLike) -> nn.Module:
+def load_encoder(path: str | os.PathLike | Mapping[str, Any], source: str | None = None) -> nn.Module:
     """The pre-trained encoder (an AbsEncoder) of any model.pt whose task has ``build_encoder``.
 
     Builds it from the file's task and ``config.model``, loads the ``encoder.*`` keys strictly and
-    returns it in eval mode.
+    returns it in eval mode. ``path`` may also be a model.pt already read (``load_model``), with
+    ``source`` naming it in messages.
     """
     from audiossl.train.checkpoint import load_model
 
-    obj = load_model(path)
+    obj = path if isinstance(path, Mapping) else load_model(path)
+    path = (source or "model.pt") if isinstance(path, Mapping) else path
     task, model_cfg = model_config_of(obj, str(path))
     encoder = task.build_encoder(model_cfg)
     state = {k[len("encoder."):]: v for k, v in obj["model"].items() if k.startswith("encoder.")}

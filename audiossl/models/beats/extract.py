@@ -3,12 +3,16 @@
 Works for any model.pt whose task has ``build_encoder`` (BEATs SSL or tokenizer, EAT, fine-tuned
 classifiers: the encoder is an AbsEncoder) and, for labels, for ``beats_tokenizer`` model.pt files.
 
-Per utterance of a feature dump (raw log-mel ``feats.scp``, normalised here as the model was trained):
+Per utterance of a feature dump (raw log-mel ``feats.scp``), or of audio files whose fbank is
+computed here with the model's own front end (:func:`audio_features`), normalised as the model was
+trained:
 
 * ``frames``: (N, D) token vectors of one layer, time-major (token n = time step n // F', frequency
   patch n % F', F' = 8 for 128 mel bins and 16 x 16 patches), CLS excluded;
 * ``clip``: (D,) their mean, the fixed-size embedding of a variable-length clip;
-* ``tokens``: (N,) int32 tokenizer labels, also as text (``tokens.txt``: ``<utt> <label> ...``).
+* ``tokens``: (N,) int32 tokenizer labels, also as text (``tokens.txt``: ``<utt> <label> ...``);
+* ``logits``: (C,) float32 logits of a fine-tuned classifier, in the windows of its training length
+  as scoring takes them (``audiossl.score.inference``), averaged over the windows.
 
 Utterances are batched only with others of the same length, so nothing is ever padded and every
 output is exactly what the model gives for that clip alone.
@@ -21,7 +25,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import kaldiio
 import numpy as np
@@ -32,7 +36,7 @@ from audiossl.data.fbank import FeatureNorm, normalize
 
 logger = logging.getLogger(__name__)
 
-OUTPUTS = ("frames", "clip", "tokens")
+OUTPUTS = ("frames", "clip", "tokens", "logits")
 
 
 def resolve_model_norm(obj: dict[str, Any], mean: float | None = None, std: float | None = None) -> FeatureNorm:
@@ -55,6 +59,24 @@ def resolve_model_norm(obj: dict[str, Any], mean: float | None = None, std: floa
     )
 
 
+# The fbank front end of each encoder task (the model family whose official code fixes it).
+FBANK_KIND_OF_TASK = {"beats_ssl": "beats", "beats_tokenizer": "beats", "eat_pretrain": "eat"}
+
+
+def fbank_kind(obj: dict[str, Any], where: str) -> str:
+    """The fbank front end ("beats" or "eat") a loaded model.pt's encoder was trained on."""
+    extra = obj.get("extra") or {}
+    if extra.get("fbank_kind") in ("beats", "eat"):
+        return extra["fbank_kind"]
+    task = obj["task"]
+    if task == "finetune":
+        task = ((obj.get("config") or {}).get("model") or {}).get("encoder_task") or extra.get("encoder_task")
+    if task not in FBANK_KIND_OF_TASK:
+        raise ValueError(f"{where}: cannot tell the front end of an encoder of task {task!r} "
+                         f"(known: {', '.join(sorted(FBANK_KIND_OF_TASK))})")
+    return FBANK_KIND_OF_TASK[task]
+
+
 @dataclass
 class LoadedModel:
     """What :func:`load_for_extraction` found in a model.pt."""
@@ -63,37 +85,73 @@ class LoadedModel:
     norm: FeatureNorm
     encoder: nn.Module | None = None  # an AbsEncoder
     tokenizer: nn.Module | None = None  # has tokenize(feats, padding_mask)
+    classifier: nn.Module | None = None  # a fine-tuned model (task finetune)
+    window_frames: int | None = None  # the classifier's training length (data.target_frames)
+    fbank_kind: str | None = None  # the front end its encoder was trained on (beats, eat)
     info: dict[str, Any] = field(default_factory=dict)
 
 
 def load_for_extraction(
     model_path: str | os.PathLike, need_encoder: bool, need_tokenizer: bool,
-    norm_mean: float | None = None, norm_std: float | None = None,
+    norm_mean: float | None = None, norm_std: float | None = None, need_classifier: bool = False,
 ) -> LoadedModel:
-    """Load the encoder and/or tokenizer of a model.pt (eval mode, CPU)."""
+    """Load the encoder, tokenizer and/or classifier of a model.pt (eval mode, CPU), reading the
+    file once."""
     from audiossl.models.beats.checkpoint import load_encoder
     from audiossl.train.checkpoint import load_model
 
     obj = load_model(model_path)
     task = obj["task"]
     out = LoadedModel(task=task, norm=resolve_model_norm(obj, norm_mean, norm_std))
+    try:
+        out.fbank_kind = fbank_kind(obj, str(model_path))
+    except ValueError:
+        out.fbank_kind = None  # only feature dumps can be read then
     if need_tokenizer:
         if task != "beats_tokenizer":
             raise ValueError(f"{model_path}: labels come from a beats_tokenizer model.pt, this one is of task {task!r}")
         from audiossl.tasks.beats_tokenizer import load_tokenizer
 
-        out.tokenizer = load_tokenizer(model_path)
-    if need_encoder:
-        out.encoder = load_encoder(model_path)
+        out.tokenizer = load_tokenizer(obj, str(model_path))
+    if need_classifier:
+        if task != "finetune":
+            raise ValueError(f"{model_path}: logits come from a fine-tuned model.pt (task 'finetune'), this one is of task {task!r}")
+        from audiossl.tasks.finetune import load_finetuned
+
+        out.classifier = load_finetuned(obj)
+        out.window_frames = ((obj.get("config") or {}).get("data") or {}).get("target_frames")
+        if need_encoder:
+            out.encoder = out.classifier.encoder
+    if need_encoder and out.encoder is None:
+        out.encoder = load_encoder(obj, str(model_path))
     return out
 
 
-def same_length_batches(feats_scp: str | os.PathLike, batch_size: int) -> Iterator[list[tuple[str, np.ndarray]]]:
-    """Batches of (utt, (T, F) raw log-mel) of equal T, in feats.scp order of first appearance."""
-    reader = kaldiio.load_scp(str(feats_scp))
+def audio_features(specs: dict[str, str], kind: str) -> Iterator[tuple[str, np.ndarray]]:
+    """(utt, (T, 128) raw log-mel) of each ``utt -> wav.scp value`` (a path or a ``command |``),
+    read at 16 kHz mono and through the ``kind`` front end, in the order given."""
+    from audiossl.data.audio import load_audio
+    from audiossl.data.fbank import compute_fbank
+
+    for utt, spec in specs.items():
+        wav = load_audio(spec)
+        try:
+            feats = compute_fbank(wav, kind)
+        except ValueError as e:
+            raise ValueError(f"{utt} ({spec}): {e}") from None
+        yield utt, feats.numpy()
+
+
+def same_length_batches(
+    source: str | os.PathLike | Iterable[tuple[str, np.ndarray]], batch_size: int
+) -> Iterator[list[tuple[str, np.ndarray]]]:
+    """Batches of (utt, (T, F) raw log-mel) of equal T, in order of first appearance; ``source`` is
+    a feats.scp or (utt, features) pairs."""
+    if isinstance(source, (str, os.PathLike)):
+        reader = kaldiio.load_scp(str(source))
+        source = ((utt, reader[utt]) for utt in reader)
     pending: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = defaultdict(list)
-    for utt in reader:
-        x = reader[utt]
+    for utt, x in source:
         key = tuple(x.shape)
         pending[key].append((utt, x))
         if len(pending[key]) == batch_size:
@@ -105,17 +163,19 @@ def same_length_batches(feats_scp: str | os.PathLike, batch_size: int) -> Iterat
 @torch.no_grad()
 def extract(
     model: LoadedModel,
-    feats_dir: str | os.PathLike,
+    feats_dir: str | os.PathLike | None,
     out_dir: str | os.PathLike,
     outputs: Sequence[str] = ("frames", "clip"),
     layer: int | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
+    audio: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write the requested outputs for every utterance of ``feats_dir/feats.scp`` into ``out_dir``.
+    """Write the requested outputs for every utterance of ``feats_dir/feats.scp``, or of ``audio``
+    (``utt -> wav.scp value``, through the model's front end), into ``out_dir``.
 
     Args:
-        outputs: any of "frames", "clip", "tokens".
+        outputs: any of "frames", "clip", "tokens", "logits".
         layer: encoder layer whose outputs to take, 1..L (negative counts from the end); None: last.
 
     Returns:
@@ -123,9 +183,15 @@ def extract(
     """
     for o in outputs:
         assert o in OUTPUTS, f"unknown output {o!r}; choose from {OUTPUTS}"
-    feats_scp = Path(feats_dir) / "feats.scp"
-    if not feats_scp.is_file():
-        raise FileNotFoundError(f"{feats_scp}: no such file (a feature dump dir has feats.scp)")
+    assert (feats_dir is None) != (audio is None), "give a feature dump or audio, not both"
+    if audio is not None:
+        if model.fbank_kind is None:
+            raise ValueError("cannot tell this model's front end: extract from a feature dump (--feats) instead")
+        source: Any = audio_features(audio, model.fbank_kind)
+    else:
+        source = Path(feats_dir) / "feats.scp"
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: no such file (a feature dump dir has feats.scp)")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)
@@ -136,6 +202,12 @@ def extract(
     if "tokens" in outputs:
         assert model.tokenizer is not None, "tokens need a tokenizer"
         model.tokenizer.to(device).eval()
+    if "logits" in outputs:
+        assert model.classifier is not None, "logits need a fine-tuned classifier"
+        model.classifier.to(device).eval()
+        from audiossl.score.inference import score_features
+
+        logits_of = _Logits(model.classifier)
 
     writers = {}
     for o in outputs:
@@ -143,7 +215,7 @@ def extract(
     token_text: dict[str, list[int]] = {}
     n_utts, dim = 0, None
     try:
-        for batch in same_length_batches(feats_scp, batch_size):
+        for batch in same_length_batches(source, batch_size):
             utts = [u for u, _ in batch]
             feats = normalize(torch.from_numpy(np.stack([x for _, x in batch])).float(), model.norm).to(device)  # (B, T, F)
             if want_embed:
@@ -155,6 +227,11 @@ def extract(
                         writers["frames"](utt, tokens[i].float().cpu().numpy())
                     if "clip" in writers:
                         writers["clip"](utt, tokens[i].float().mean(0).cpu().numpy())
+            if "logits" in writers:
+                raws = [x for _, x in batch]
+                logits, _ = score_features(logits_of, raws, model.norm, model.window_frames, batch_size=batch_size, device=device)
+                for i, utt in enumerate(utts):
+                    writers["logits"](utt, logits[i])
             if "tokens" in writers:
                 labels = model.tokenizer.tokenize(feats, None)  # (B, N)
                 for i, utt in enumerate(utts):
@@ -174,6 +251,18 @@ def extract(
         _sort_scp(out / f"{o}.scp")
     logger.info("extracted %s for %d utterances into %s", ", ".join(outputs), n_utts, out)
     return {"num_utts": n_utts, "dim": dim, "files": sorted(str(p) for p in out.iterdir())}
+
+
+class _Logits(nn.Module):
+    """A classifier whose ``predict`` gives its logits, for window scoring without the sigmoid or
+    softmax."""
+
+    def __init__(self, classifier: nn.Module):
+        super().__init__()
+        self.classifier = classifier
+
+    def predict(self, batch: dict[str, Any]) -> torch.Tensor:
+        return self.classifier.logits(batch["feats"], batch.get("padding_mask")).float()
 
 
 def layer_index(layer: int, num_layers: int) -> int:
