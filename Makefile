@@ -17,7 +17,7 @@ bench: venv
 
 # The README's "Learning on a new corpus" table: two corpora made here that no CPU config was tuned on
 # (German words; synthetic sounds, fold 1 of 5), each through its recipe's run_cpu.sh (in-domain
-# pre-training, fine-tuning from it and from scratch, probes, baseline). About an hour on 2 cores.
+# pre-training, fine-tuning from it and from scratch, probes, baseline). About 57 minutes on 2 cores.
 learning-table: venv
 	cd egs/spc2 && ../../tools/venv/bin/python local/make_espeak_corpus.py --language de --speakers 60 downloads/spc_espeak_de \
 		&& ./run_cpu.sh --local-data-opts "--spc2-root downloads/spc_espeak_de"

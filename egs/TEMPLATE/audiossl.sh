@@ -213,8 +213,8 @@ train() {
 # all of them and stops the recipe, naming every run that failed.
 # Pre-training (stages 3, 4) stays one run at a time: on 2 CPU cores BEATs' and EAT's side by side,
 # one thread each, took as long as one after the other with two (their matrix products use both
-# threads well), while fine-tuning pairs took 27% less. On a cluster, run the two pre-trainings as
-# two calls (--pretrain-models beats, --pretrain-models eat).
+# threads well), while the CPU recipes' fine-tuning pairs take 17-19% less. On a cluster, run the
+# two pre-trainings as two calls (--pretrain-models beats, --pretrain-models eat).
 bg_pids=()
 bg_names=()
 bg_failed=()

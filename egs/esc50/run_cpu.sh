@@ -3,8 +3,8 @@
 # "all": the audio of the test folds too, never their labels), fine-tune both per fold from their
 # pre-training and from random weights (the from-scratch control), probe the frozen encoders, score
 # the log-mel baseline, average the folds: the "Learning on a new corpus" table of the README.
-# For an 800-clip corpus, e.g. the one that local/make_synth_corpus.py synthesises (about 25 minutes
-# on 2 CPU cores with --folds 1, and about 13 more per further fold):
+# For an 800-clip corpus, e.g. the one that local/make_synth_corpus.py synthesises (about 22 minutes
+# on 2 CPU cores with --folds 1, and about 11 more per further fold):
 #   local/make_synth_corpus.py downloads/esc_synth
 #   ./run_cpu.sh --local-data-opts "--esc50-root downloads/esc_synth"
 set -euo pipefail

@@ -2,7 +2,7 @@
 # Speech Commands V2 layout at CPU scale: pre-train BEATs (one round) and EAT in-domain on the train
 # set, fine-tune both from their pre-training and from random weights (the from-scratch control),
 # probe the frozen encoders, score the log-mel baseline: the "Learning on a new corpus" table of the
-# README. On 2 CPU cores about 35 minutes for a 2,100-clip corpus (pre-training is a fixed 1,000
+# README. On 2 CPU cores about 33 minutes for a 2,100-clip corpus (pre-training is a fixed 1,000
 # updates; fine-tuning is in epochs, so it grows with the corpus), e.g. the ones
 # local/make_espeak_corpus.py synthesises:
 #   local/make_espeak_corpus.py --language de --speakers 60 downloads/spc_espeak_de
