@@ -227,7 +227,7 @@ reap_parallel() {
     local i
     for i in "${!bg_pids[@]}"; do
         kill -0 "${bg_pids[$i]}" 2>/dev/null && continue
-        wait "${bg_pids[$i]}" || bg_failed+=("${bg_names[$i]}")
+        wait "${bg_pids[$i]}" || bg_failed[i]=${bg_names[$i]}  # by launch order, not finish order
         unset "bg_pids[$i]" "bg_names[$i]"
     done
 }
@@ -256,7 +256,7 @@ in_parallel() {
 wait_parallel() {
     local i
     for i in "${!bg_pids[@]}"; do
-        wait "${bg_pids[$i]}" || bg_failed+=("${bg_names[$i]}")
+        wait "${bg_pids[$i]}" || bg_failed[i]=${bg_names[$i]}
     done
     bg_pids=()
     bg_names=()

@@ -80,7 +80,8 @@ def test_dry_run_prints_the_split_and_schedule_and_writes_nothing(data):
     assert lines[0] == "task toy_classifier: global batch 8 = 2 processes x 2 clips x 2 accumulation (config: 8)"
     assert lines[1] == "train set: 24 clips per epoch = 3 updates of 8 clips"
     assert lines[2] == "updates: 12 = 4.00 epochs; warm-up 3; 96 clips seen"
-    assert lines[3] == "lr: 0.00333 at 1, 0.01 at 3, 0.0075 at 6, 0.0025 at 9, 0 at 12"  # cosine from update 3
+    assert lines[3] == ("lr: 0.00333 at 1, 0.01 at 3, 0.0075 at 6, 0.0025 at 9, 0 at 12"  # cosine from update 3
+                        " (scale-1 groups; schedule per group: scaled)")
     assert not (data / "exp").exists()
     paper_conf = Path(__file__).resolve().parents[2] / "egs" / "audioset" / "conf" / "beats_ssl.yaml"
     paper = _run("--config", str(paper_conf), "--output-dir", str(data / "p"), "--dry-run",
