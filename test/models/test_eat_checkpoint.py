@@ -180,7 +180,9 @@ def test_fairseq_pretrained_round_trip_is_exact(tmp_path):
     assert all(torch.equal(second.state_dict[k], v) for k, v in first.state_dict.items())
     # and through save_model / load_model, as the import stage writes it
     save_model(tmp_path / "model.pt", first.task, {"model": first.model_config}, first.state_dict, first.extra)
-    _assert_same_official(export_official(load_model(tmp_path / "model.pt"))["model"], ckpt["model"])
+    again = export_official(load_model(tmp_path / "model.pt"))
+    _assert_same_official(again["model"], ckpt["model"])
+    assert first.extra["decoder"] == "imported" and "audiossl_notes" not in again
 
 
 def test_fairseq_finetuned_import_and_round_trip(tmp_path):
@@ -233,6 +235,13 @@ def test_hf_pretrained_gets_a_fresh_decoder_and_a_teacher_copy(tmp_path):
     model.load_state_dict(imp.state_dict, strict=True)
     assert torch.equal(imp.state_dict["encoder.blocks.1.attn.proj.weight"], sd["model.blocks.1.attn.proj.weight"])
     assert torch.equal(imp.state_dict["teacher.blocks.1.attn.proj.weight"], sd["model.blocks.1.attn.proj.weight"])
+    # the fresh decoder is no secret: model.pt says so, and so does a fairseq export of it
+    assert imp.extra["decoder"].startswith("randomly initialised")
+    exported = export_official({**_model_pt(imp), "extra": imp.extra}, layout="fairseq")
+    assert exported["audiossl_notes"]["decoder"].startswith("randomly initialised")
+    assert any(k.startswith("modality_encoders.IMAGE.decoder.") for k in exported["model"])
+    save_official(exported, tmp_path / "exported.pt")
+    assert import_official(tmp_path / "exported.pt").extra["decoder"].startswith("randomly initialised")
 
 
 def _official_forward(sd: dict, feats: torch.Tensor, heads: int, eps: float = 1e-6) -> torch.Tensor:

@@ -48,6 +48,10 @@ from audiossl.train.checkpoint import ImportedModel, atomic_save
 # (data/raw_audio_dataset.py:415-416), and fine-tuned on 1024-frame inputs (scripts/finetuning_AS2M.sh
 # task.target_length): an imported file says so, so that it is fed as it was trained without flags.
 # Fine-tuning it on another corpus sets that corpus's constants in its own config.
+# What an import without decoder weights (the Hugging Face pre-trained layout) says of its decoder in
+# model.pt's extra, and what a fairseq export of it then says in the file (key AUDIOSSL_NOTES).
+FRESH_DECODER = "randomly initialised: the imported checkpoint had no decoder weights"
+AUDIOSSL_NOTES = "audiossl_notes"
 RELEASED_DATA = {"norm_mean": EAT_NORM["audioset"].mean, "norm_std": EAT_NORM["audioset"].std}
 RELEASED_FINETUNED_DATA = {**RELEASED_DATA, "target_frames": 1024}
 
@@ -479,9 +483,13 @@ def import_official(path: str | os.PathLike, layout: str = "auto", use_teacher: 
     else:
         logger.warning("%s: no EMA teacher ('_ema'): the teacher starts as a copy of the student", where)
         out.update({"teacher." + k[len("encoder."):]: v.clone() for k, v in out.items() if k.startswith("encoder.")})
+    extra["decoder"] = "imported"
+    if isinstance(raw, dict) and (raw.get(AUDIOSSL_NOTES) or {}).get("decoder"):
+        extra["decoder"] = raw[AUDIOSSL_NOTES]["decoder"]  # an export of ours that says what it held
     if not any(k.startswith("decoder.") for k in out):
         logger.warning("%s: no decoder weights (%s layout): the decoder is freshly initialised", where, style)
         out.update({k: v for k, v in fresh.items() if k.startswith("decoder.")})
+        extra["decoder"] = FRESH_DECODER
     num_updates = 0
     if isinstance(raw, dict) and raw.get("optimizer_history"):
         num_updates = int(_plain(raw["optimizer_history"])[-1].get("num_updates", 0) or 0)
@@ -616,8 +624,13 @@ def export_official(model_pt: dict[str, Any], layout: str = "fairseq") -> dict[s
         })
         out["_ema"] = _export_encoder(state, "teacher.", names, cfg)
         num_updates = int(state["num_updates"]) if "num_updates" in state else 0
-        return {"cfg": {"model": _official_model_cfg(cfg)}, "model": out,
-                "optimizer_history": [{"num_updates": num_updates}]}
+        official = {"cfg": {"model": _official_model_cfg(cfg)}, "model": out,
+                    "optimizer_history": [{"num_updates": num_updates}]}
+        if (model_pt.get("extra") or {}).get("decoder") == FRESH_DECODER:
+            # the fairseq layout has decoder keys: they are written, and the file says what they are
+            logger.warning("export_official: this model's decoder is %s; the file says so under %r", FRESH_DECODER, AUDIOSSL_NOTES)
+            official[AUDIOSSL_NOTES] = {"decoder": FRESH_DECODER}
+        return official
 
     eat_encoder = isinstance(model_section.get("encoder"), dict) and model_section.get("encoder_task") == PRETRAIN_TASK
     if task != FINETUNE_TASK or not eat_encoder:
