@@ -79,6 +79,18 @@ class BatchSplit:
                 f"x {self.micro} clips x {self.accum} accumulation")
 
 
+def updates_per_epoch(num_clips: int, clips_per_update: int) -> int:
+    """Whole updates in an epoch of ``num_clips`` clips (the rest is dropped); a ValueError naming
+    the numbers when not even one fits."""
+    n = num_clips // clips_per_update
+    if n == 0:
+        raise ValueError(
+            f"one update needs {clips_per_update} clips (data.batch_size, the global batch), "
+            f"but an epoch has only {num_clips}; lower data.batch_size"
+        )
+    return n
+
+
 def split_global_batch(global_batch: int, world_size: int, max_per_device: int | None) -> BatchSplit:
     """Cut ``global_batch`` clips per update over ``world_size`` processes, in forward passes of at
     most ``max_per_device`` clips (None: no cap) and as few of them as that allows.
@@ -169,12 +181,7 @@ class DistributedBatchSampler(Sampler):
         self.global_batch = batch_size * num_replicas
         n = self.samples_per_epoch if weights is not None else num_items
         if drop_last:
-            self.updates_per_epoch = n // (self.global_batch * accum_grad)
-            if self.updates_per_epoch == 0:
-                raise ValueError(
-                    f"one update needs {self.global_batch * accum_grad} clips (data.batch_size, the global batch), "
-                    f"but an epoch has only {n}; lower data.batch_size"
-                )
+            self.updates_per_epoch = updates_per_epoch(n, self.global_batch * accum_grad)
             self.batches_per_epoch = self.updates_per_epoch * accum_grad
         else:
             self.updates_per_epoch = 0

@@ -164,9 +164,9 @@ def describe_schedule(cfg: OptimConfig, global_batch: int, clips_per_epoch: int 
     epochs of the train set, and the LR at a few points. ``cfg`` is resolved in place."""
     lines = []
     if clips_per_epoch is not None:
-        per_epoch = clips_per_epoch // global_batch
-        if per_epoch == 0:
-            raise ValueError(f"one update needs {global_batch} clips, but an epoch has only {clips_per_epoch}")
+        from audiossl.data.sampler import updates_per_epoch
+
+        per_epoch = updates_per_epoch(clips_per_epoch, global_batch)  # the sampler's rule
         resolve_epoch_schedule(cfg, per_epoch)
         lines.append(f"train set: {clips_per_epoch} clips per epoch = {per_epoch} updates of {global_batch} clips")
     elif cfg.max_epochs > 0 or cfg.warmup_epochs > 0:
