@@ -35,9 +35,8 @@ from typing import Any, Sequence, Union
 
 import numpy as np
 import torch
-import torchaudio
 
-from audiossl.data.audio import load_audio
+from audiossl.data.audio import AudioError, load_audio, mono_samples
 from audiossl.data.fbank import MIN_SAMPLES, SAMPLE_RATE, FeatureNorm, compute_fbank, normalize
 
 Audio = Union[str, os.PathLike, np.ndarray, torch.Tensor]
@@ -267,18 +266,16 @@ def to_waveform(audio: Audio, sample_rate: int | None, what: str = "the clip") -
         raise ValueError(f"{what}: samples need their sample_rate (e.g. embed(wave, sample_rate=16000))")
     if not audio.is_floating_point():
         raise TypeError(f"{what}: expected float samples in [-1, 1], got {audio.dtype}")
-    if audio.dim() == 2:
-        if audio.shape[0] > audio.shape[1]:
-            raise ValueError(f"{what}: shape {tuple(audio.shape)} looks like (samples, channels); "
-                             "give (channels, samples), e.g. the transpose of what soundfile reads")
-        audio = audio.mean(dim=0)
-    if audio.dim() != 1:
+    if audio.dim() == 2 and audio.shape[0] > audio.shape[1]:
+        raise ValueError(f"{what}: shape {tuple(audio.shape)} looks like (samples, channels); "
+                         "give (channels, samples), e.g. the transpose of what soundfile reads")
+    if audio.dim() not in (1, 2):
         raise ValueError(f"{what}: expected (samples,) or (channels, samples), got shape {tuple(audio.shape)}")
-    wav = audio.detach().to("cpu", torch.float32)
-    if not torch.isfinite(wav).all():
-        raise ValueError(f"{what}: the samples contain NaN or infinite values")
-    if sample_rate != SAMPLE_RATE:
-        wav = torchaudio.functional.resample(wav, int(sample_rate), SAMPLE_RATE)
+    samples = audio.detach().cpu().reshape(-1, audio.shape[-1]).T.numpy()  # (S, C), as soundfile reads
+    try:
+        wav = mono_samples(what, samples, int(sample_rate), SAMPLE_RATE)
+    except AudioError as e:
+        raise ValueError(str(e)) from None
     if wav.numel() < MIN_SAMPLES:
         raise ValueError(f"{what}: {wav.numel()} samples at 16 kHz are shorter than one 25 ms frame ({MIN_SAMPLES})")
     return wav

@@ -16,6 +16,7 @@ HEAR benchmark (hear-eval-kit, hear-validator) can evaluate our models:
 """
 from __future__ import annotations
 
+import itertools
 import os
 
 import torch
@@ -78,17 +79,10 @@ def get_timestamp_embeddings(audio: torch.Tensor, model: HearModel) -> tuple[tor
     for j in range(shifts):
         out = model._embed(audio[:, j * hop_samples :], cover_end=True)
         rows.append((torch.stack([e.frames for e in out]), out[0].times * 1000 + j * model.hop_ms))
-    embeddings, times = [], []
-    for k in range(rows[0][0].shape[1]):
-        for frames, centres in rows:
-            if k >= centres.shape[0] or centres[k] > length_ms:
-                break
-            embeddings.append(frames[:, k])
-            times.append(float(centres[k]))
-        else:
-            continue
-        break
+    interleaved = [(float(centres[k]), frames[:, k]) for k in range(rows[0][1].shape[0])
+                   for frames, centres in rows if k < centres.shape[0]]
+    kept = list(itertools.takewhile(lambda row: row[0] <= length_ms, interleaved))
     n = audio.shape[0]
-    emb = torch.stack(embeddings, dim=1)  # (n, n_timestamps, D)
-    ts = torch.tensor(times, dtype=torch.float32).expand(n, -1).contiguous()
+    emb = torch.stack([e for _, e in kept], dim=1)  # (n, n_timestamps, D)
+    ts = torch.tensor([t for t, _ in kept], dtype=torch.float32).expand(n, -1).contiguous()
     return emb.float().to(audio.device), ts.to(audio.device)

@@ -123,12 +123,14 @@ def _segment_bounds(path: str, sample_rate: int, total: int, start: float, end: 
     return first, last
 
 
-def _finish(path: str, samples: np.ndarray, sample_rate: int, target_sr: int) -> torch.Tensor:
-    """(S, C) samples -> (S',) mono float32 tensor at ``target_sr``."""
+def mono_samples(path: str, samples: np.ndarray, sample_rate: int, target_sr: int) -> torch.Tensor:
+    """(S, C) float samples -> (S',) mono float32 tensor at ``target_sr`` (channels averaged,
+    resampled with torchaudio); AudioError naming ``path`` (what the samples are) if they are empty
+    or not finite."""
     num_samples = samples.shape[0]
     if num_samples == 0:
         raise AudioError(path, "empty audio (0 samples)")
-    wav = torch.from_numpy(np.ascontiguousarray(samples)).mean(dim=1)  # (S, C) -> (S,)
+    wav = torch.from_numpy(np.ascontiguousarray(samples)).mean(dim=1).to(torch.float32)  # (S, C) -> (S,)
     if not torch.isfinite(wav).all():
         raise AudioError(path, "audio contains NaN or infinite samples")
     if sample_rate != target_sr:
@@ -154,7 +156,7 @@ def load_audio(
     path = spec_path(spec)
     if start is not None and not is_pipe(spec):
         rec = _read_file_range(path, start, end)
-        return _finish(path, rec.samples, rec.sample_rate, target_sr)
+        return mono_samples(path, rec.samples, rec.sample_rate, target_sr)
     rec = _read_recording(spec)
     return _cut_and_finish(path, rec, start, end, target_sr)
 
@@ -166,7 +168,7 @@ def _cut_and_finish(
     if start is not None:
         first, last = _segment_bounds(path, rec.sample_rate, samples.shape[0], start, end)
         samples = samples[first:last]
-    return _finish(path, samples, rec.sample_rate, target_sr)
+    return mono_samples(path, samples, rec.sample_rate, target_sr)
 
 
 def iter_utterances(
