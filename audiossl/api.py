@@ -85,8 +85,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu", bf16
         device: where the model runs ("cpu", "cuda", "cuda:1", ...).
         bf16: run the encoder under bfloat16 autocast (CUDA only); outputs are float32.
     """
-    from audiossl.models.beats.extract import fbank_kind, resolve_model_norm
-    from audiossl.train.checkpoint import load_model as read_model_file
+    from audiossl.score.extract import fbank_kind, resolve_model_norm
+    from audiossl.models.checkpoint import load_model as read_model_file
 
     path = Path(path)
     if not path.is_file():
@@ -128,7 +128,7 @@ class AudioModel:
                 scorer's padding) instead of leaving its frames out, so that ``frames`` reach the
                 end of the clip.
         """
-        from audiossl.models.beats.extract import layer_index
+        from audiossl.score.extract import layer_index
 
         if pooling not in ("mean", "cls"):
             raise ValueError(f"pooling must be 'mean' or 'cls', got {pooling!r}")
@@ -192,7 +192,7 @@ class AudioModel:
             if self.task == "finetune":
                 self._encoder = self._get_classifier().encoder
             else:
-                from audiossl.models.beats.checkpoint import load_encoder
+                from audiossl.tasks.encoder import load_encoder
 
                 self._encoder = load_encoder(self._obj, str(self.path)).to(self.device).eval()
         return self._encoder

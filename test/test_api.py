@@ -15,13 +15,14 @@ import yaml
 
 import audiossl
 from audiossl.data.fbank import FeatureNorm, compute_fbank, normalize
-from audiossl.models.beats.checkpoint import load_encoder
+from audiossl.tasks.encoder import load_encoder
 from audiossl.score.inference import score_dump_dir
-from audiossl.tasks.abs_task import DataInfo, get_task
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import get_task
 from audiossl.tasks.beats_ssl import BeatsSSLTask
 from audiossl.tasks.beats_tokenizer import BeatsTokenizerTask, load_tokenizer
 from audiossl.tasks.finetune import FinetuneConfig, load_finetuned
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]

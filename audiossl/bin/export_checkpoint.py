@@ -2,7 +2,7 @@
 
 Usage:
     python -m audiossl.bin.export_checkpoint [--format auto|beats|eat] [--layout fairseq|hf]
-        [--weight-norm-keys legacy|parametrizations] <model.pt> <out>
+        [--weight-norm-keys legacy|parametrizations] [--hf-code-repo REPO] <model.pt> <out>
 
 e.g.:
     python -m audiossl.bin.export_checkpoint exp/beats_ssl_r3/model.pt BEATs_ours_iter3.pt
@@ -11,7 +11,9 @@ e.g.:
 BEATs: a pre-trained (beats_ssl), self-distilled tokenizer (beats_tokenizer) or fine-tuned
 (finetune over a BEATs encoder) model.pt becomes a {'cfg', 'model'[, 'label_dict']} file.
 EAT: eat_pretrain or finetune over an EAT encoder becomes a fairseq file (<out> is a .pt file) or a
-Hugging Face directory (<out>/config.json + model.safetensors).
+Hugging Face directory (<out>/config.json + model.safetensors) that loads as the released ones do,
+``AutoModel.from_pretrained(<out>, trust_remote_code=True)``: its config.json names the model code of
+a released repository (--hf-code-repo), which transformers fetches from there.
 """
 from __future__ import annotations
 
@@ -40,6 +42,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--layout", choices=("fairseq", "hf"), default="fairseq", help="EAT only [fairseq]")
     parser.add_argument("--weight-norm-keys", choices=("legacy", "parametrizations"), default="legacy",
                         help="BEATs only: weight_g/weight_v as released, or torch's parametrizations names [legacy]")
+    parser.add_argument("--hf-code-repo", default=None,
+                        help="EAT --layout hf only: the Hugging Face repository whose model code config.json's "
+                             "auto_map names [the released base model of the same variant]")
     return parser
 
 
@@ -58,7 +63,7 @@ def model_family(model_pt: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = get_parser().parse_args(argv)
     setup_logging()
-    from audiossl.train.checkpoint import atomic_save, load_model
+    from audiossl.models.checkpoint import atomic_save, load_model
 
     try:
         model_pt = load_model(args.model)
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             from audiossl.models.eat.checkpoint import export_official, save_official
 
-            save_official(export_official(model_pt, layout=args.layout), args.out)
+            save_official(export_official(model_pt, layout=args.layout, hf_code_repo=args.hf_code_repo), args.out)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"export_checkpoint: {e}", file=sys.stderr)
         return 1

@@ -31,7 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
-from audiossl.models.beats.extract import OUTPUTS, extract, load_for_extraction, write_acoustic_words
+from audiossl.score.extract import OUTPUTS, extract, load_for_extraction, write_acoustic_words
 from audiossl.bin.common import setup_logging
 
 logger = logging.getLogger("audiossl.bin.extract")

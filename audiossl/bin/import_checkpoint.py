@@ -65,7 +65,7 @@ def detect_format(path: str) -> str:
 
 
 def import_any(path: str, fmt: str, kind: str, layout: str, use_teacher: bool):
-    """A released checkpoint as an ``ImportedModel`` (audiossl.train.checkpoint)."""
+    """A released checkpoint as an ``ImportedModel`` (audiossl.models.checkpoint)."""
     if fmt == "auto":
         fmt = detect_format(path)
     if fmt == "beats":

@@ -93,11 +93,10 @@ def load_probe_encoder(model_path: str, random_init: bool, seed: int, norm_mean:
     ``random_init`` the same architecture freshly initialised under ``torch.manual_seed(seed)``."""
     import torch
 
-    from audiossl.models.beats.checkpoint import load_encoder
-    from audiossl.models.beats.extract import resolve_model_norm
+    from audiossl.models.checkpoint import load_model
+    from audiossl.score.extract import resolve_model_norm
     from audiossl.tasks.abs_task import AbsTask, get_task
-    from audiossl.tasks.finetune import build_encoder, encoder_source
-    from audiossl.train.checkpoint import load_model
+    from audiossl.tasks.encoder import build_encoder, encoder_source, load_encoder
 
     obj = load_model(model_path)
     task = get_task(obj["task"])
@@ -114,7 +113,7 @@ def load_probe_encoder(model_path: str, random_init: bool, seed: int, norm_mean:
         encoder.eval()
         logger.info("%s: %s encoder with random weights (seed %d): the from-scratch control", model_path, encoder_task, seed)
     else:
-        encoder = load_encoder(model_path)
+        encoder = load_encoder(obj, str(model_path))
     provenance = {
         "model": str(model_path),
         "random_init": bool(random_init),

@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     from audiossl.data.windows import default_hop
     from audiossl.score.inference import resolve_norm, score_dump_dir
     from audiossl.tasks.finetune import load_finetuned
-    from audiossl.train.checkpoint import load_model
+    from audiossl.models.checkpoint import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     obj = load_model(args.model)
-    model = load_finetuned(obj, map_location=device)
+    model = load_finetuned(obj, map_location=device, source=args.model)
     config = obj.get("config") or {}
     norm = resolve_norm(config, args.norm_mean, args.norm_std, where=args.model)
     window = args.window_frames

@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     from audiossl.data.sampler import split_global_batch
-    from audiossl.train.checkpoint import WriteError
+    from audiossl.models.checkpoint import WriteError
     from audiossl.train.config import ConfigError, load_config
     from audiossl.train.distributed import detect_dist_env, inside_launch
     from audiossl.train.lock import ExpDirBusy

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,9 +29,19 @@ from torch.utils.data import Dataset
 from audiossl.data.datadir import read_kv
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames
 from audiossl.data.windows import active_windows, default_hop, window_starts
-from audiossl.tasks.abs_task import DataInfo
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class DataInfo:
+    """What the data tells the task when it builds the model."""
+
+    num_classes: int = 0  # from labels.txt; 0 for unlabelled pre-training data
+    feat_dim: int = 128
+    label_names: list[str] = field(default_factory=list)
+    multi_label_clips: int = 0  # clips of the train set with more than one label (utt2label)
+    source: str = ""  # where the data came from (the train dump dir), for messages
 
 FRAME_SHIFT_S = 0.01  # 10 ms frames (both front ends)
 CROPS = ("random", "active", "start")

@@ -47,7 +47,7 @@ from torch import nn
 from audiossl.data.datadir import read_labels
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames, normalize
 from audiossl.data.windows import active_windows, default_hop, window_starts
-from audiossl.models.beats.extract import layer_index, same_length_batches
+from audiossl.score.extract import layer_index, same_length_batches
 from audiossl.score.inference import ScoreResult, read_targets
 from audiossl.score.linear import DEFAULT_L2_GRID, DEFAULT_MAX_ITER, fit_linear, holdout_split, main_metric
 from audiossl.score.results import git_commit, write_json, write_score_dir

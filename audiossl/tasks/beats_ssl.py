@@ -11,7 +11,9 @@ from torch import nn
 
 from audiossl.models.beats.backbone import BEATsBackbone
 from audiossl.models.beats.ssl import BEATsSSLModel, SSLConfig
-from audiossl.tasks.abs_task import AbsTask, AbsTrainModel, DataInfo, register_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import AbsTask, register_task
 from audiossl.tasks.beats_tokenizer import load_tokenizer
 
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import os
 
+import torch
 from torch import nn
 
 from audiossl.models.beats.backbone import BEATsBackbone
-from audiossl.models.beats.checkpoint import load_encoder, load_strict, to_legacy_weight_norm
 from audiossl.models.beats.tokenizer import (
     DistilledTokenizer,
     RandomProjectionTokenizer,
@@ -24,7 +24,11 @@ from audiossl.models.beats.tokenizer import (
     PatchLogitsTeacher,
     TokenizerDistillModel,
 )
-from audiossl.tasks.abs_task import AbsTask, AbsTrainModel, DataInfo, register_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.data.dataset import DataInfo
+from audiossl.models.checkpoint import load_model, load_strict
+from audiossl.tasks.abs_task import AbsTask, register_task
+from audiossl.tasks.encoder import FINETUNE_TASK, load_encoder, sub_state
 
 
 @register_task("beats_tokenizer")
@@ -61,33 +65,30 @@ class BeatsTokenizerTask(AbsTask):
 def load_teacher(path: str | os.PathLike) -> nn.Module:
     """A distilled tokenizer's teacher: the encoder of a pre-trained model.pt, or, for a fine-tuned
     classifier (task finetune, the "iter3+" rounds), a :class:`PatchLogitsTeacher` over it."""
-    from audiossl.train.checkpoint import load_model
-
     obj = load_model(path)
-    if obj["task"] == "finetune":
+    if obj["task"] == FINETUNE_TASK:
         from audiossl.tasks.finetune import load_finetuned
 
-        return PatchLogitsTeacher(load_finetuned(obj)).eval()
-    return load_encoder(path)
+        return PatchLogitsTeacher(load_finetuned(obj, source=str(path))).eval()
+    return load_encoder(obj, str(path))
 
 
 def load_tokenizer(path: str | os.PathLike | dict, source: str | None = None) -> nn.Module:
     """The trained tokenizer of a ``beats_tokenizer`` model.pt (a path, or the file already read,
     ``source`` naming it), in eval mode; it has ``tokenize(feats, padding_mask) -> (B, N)`` and
-    ``codebook_size``."""
+    ``codebook_size``. Built on the meta device, it takes the file's tensors (no random init)."""
     from audiossl.train.config import dataclass_from_dict
-    from audiossl.train.checkpoint import load_model
 
     obj = path if isinstance(path, dict) else load_model(path)
     path = (source or "model.pt") if isinstance(path, dict) else path
     if obj["task"] != BeatsTokenizerTask.name:
         raise ValueError(f"{path}: a model.pt of task {obj['task']!r}, not a beats_tokenizer one (model.tokenizer must point at exp/beats_tok_r<r>/model.pt)")
     cfg = dataclass_from_dict(TokenizerConfig, dict(obj["config"]["model"]), f"{path}: config.model")
-    tok = BeatsTokenizerTask.build_tokenizer(cfg)
+    with torch.device("meta"):
+        tok = BeatsTokenizerTask.build_tokenizer(cfg)
     if cfg.kind == "random":
-        state = {k[len("tokenizer."):]: v for k, v in obj["model"].items() if k.startswith("tokenizer.")}
+        state = sub_state(obj["model"], "tokenizer.")
     else:
         state = {k: v for k, v in obj["model"].items() if k.startswith(("encoder.", "quantize_layer.", "quantize."))}
-        state = to_legacy_weight_norm(state)
     load_strict(tok, state, f"{path} (tokenizer of kind {cfg.kind})")
     return tok.eval()

@@ -11,8 +11,9 @@ import logging
 
 from audiossl.models.eat.encoder import EATEncoder
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
-from audiossl.tasks.abs_task import AbsTask, DataInfo, register_task
-from audiossl.train.checkpoint import load_model
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import AbsTask, register_task
+from audiossl.models.checkpoint import load_model
 
 logger = logging.getLogger(__name__)
 

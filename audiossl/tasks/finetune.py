@@ -30,7 +30,6 @@ mixup, SpecAugment), then the loss: ``ce`` (soft-target cross-entropy, label smo
 from __future__ import annotations
 
 import copy
-import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -41,14 +40,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiossl.data import augment
+from audiossl.data.dataset import DataInfo
 from audiossl.models.abs_encoder import AbsEncoder
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.models.checkpoint import load_model, load_strict
 from audiossl.models.classifier import AudioClassifier
-from audiossl.tasks.abs_task import AbsTask, AbsTrainModel, DataInfo, get_task, register_task
-from audiossl.train.checkpoint import load_model
+from audiossl.tasks.abs_task import AbsTask, register_task
+from audiossl.tasks.encoder import FINETUNE_TASK, build_encoder, encoder_config, encoder_source, plain, sub_state
 
 logger = logging.getLogger(__name__)
 
-TASK_NAME = "finetune"
+TASK_NAME = FINETUNE_TASK
 
 
 @dataclass
@@ -145,19 +147,8 @@ class FinetuneConfig:
 
 
 # --------------------------------------------------------------------------------------------
-# Building the encoder from a saved config
+# Encoder config overrides
 # --------------------------------------------------------------------------------------------
-def _plain(x: Any) -> Any:
-    """Dataclasses -> dicts, tuples -> lists (YAML- and torch.save-safe)."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: _plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    return x
-
-
 def _set_dotted(d: dict[str, Any], key: str, value: Any, where: str) -> None:
     node = d
     parts = key.split(".")
@@ -187,79 +178,6 @@ def _has_layerdrop(cfg_dict: dict[str, Any]) -> bool:
         if "layerdrop" in k and isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0:
             return True
     return False
-
-
-def encoder_config(task_name: str, cfg_dict: dict[str, Any], where: str) -> Any:
-    """The ModelConfig dataclass of task ``task_name`` from a saved dict (unknown keys are errors)."""
-    from audiossl.train.config import dataclass_from_dict
-
-    task = get_task(task_name)
-    return dataclass_from_dict(task.ModelConfig, cfg_dict, where)
-
-
-def build_encoder(task_name: str, cfg_dict: dict[str, Any], where: str = "model.encoder") -> tuple[AbsEncoder, dict]:
-    """An untrained encoder of task ``task_name`` built from its ModelConfig dict.
-
-    Returns:
-        (encoder, the resolved ModelConfig as a plain dict).
-    """
-    task = get_task(task_name)
-    mcfg = encoder_config(task_name, cfg_dict, where)
-    encoder = task.build_encoder(mcfg)
-    assert isinstance(encoder, AbsEncoder), (
-        f"task {task_name!r}: build_encoder returned {type(encoder).__name__}, not an AbsEncoder"
-    )
-    return encoder, _plain(mcfg)
-
-
-def load_state_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, prefix: str = "") -> None:
-    """load_state_dict(strict) with a readable diff: missing, unexpected and mis-shaped keys listed."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or shapes:
-
-        def show(keys: list[str]) -> str:
-            more = f" ... and {len(keys) - 10} more" if len(keys) > 10 else ""
-            return ", ".join(prefix + k for k in keys[:10]) + more
-
-        lines = [f"{source}: the weights do not fit the model built from its config:"]
-        if missing:
-            lines.append(f"  missing in the file ({len(missing)}): {show(missing)}")
-        if unexpected:
-            lines.append(f"  unexpected in the file ({len(unexpected)}): {show(unexpected)}")
-        for k in shapes[:10]:
-            lines.append(f"  shape of {prefix}{k}: file {tuple(state[k].shape)}, model {tuple(own[k].shape)}")
-        lines.append("  (was the file written by another version of the model code? re-import or re-train it)")
-        raise ValueError("\n".join(lines))
-    module.load_state_dict(state, strict=True)
-
-
-def _sub_state(state: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-
-
-def encoder_source(obj: dict[str, Any], path: str) -> tuple[str, dict[str, Any]]:
-    """(encoder task, encoder ModelConfig dict) that a model.pt was built with.
-
-    A pre-trained model.pt: its own task and ``config["model"]``. A ``finetune`` one: the
-    ``encoder_task`` / ``encoder`` of its ``config["model"]`` (or of ``extra``).
-    """
-    config = obj.get("config") or {}
-    model_section = config.get("model") or {}
-    if obj["task"] != TASK_NAME:
-        return obj["task"], copy.deepcopy(model_section)
-    extra = obj.get("extra") or {}
-    task = model_section.get("encoder_task") or extra.get("encoder_task")
-    cfg = model_section.get("encoder") or extra.get("encoder")
-    if not task or cfg is None:
-        raise ValueError(
-            f"{path}: a 'finetune' model.pt must say how its encoder was built: config['model'] needs "
-            "'encoder_task' and 'encoder' (the encoder task's ModelConfig); re-import the checkpoint "
-            "with audiossl.bin.import_checkpoint"
-        )
-    return task, copy.deepcopy(cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,7 +446,7 @@ class FinetuneTask(AbsTask):
 def apply_encoder_overrides(task_name: str, enc_dict: dict[str, Any], cfg: FinetuneConfig) -> dict[str, Any]:
     """The encoder config, resolved through the task's ModelConfig (defaults filled in), with
     ``cfg.encoder_overrides`` and ``cfg.drop_path`` applied."""
-    enc_dict = _plain(encoder_config(task_name, enc_dict, "model.encoder"))
+    enc_dict = plain(encoder_config(task_name, enc_dict, "model.encoder"))
     for key, value in cfg.encoder_overrides.items():
         _set_dotted(enc_dict, key, value, "model.encoder_overrides")
     if cfg.drop_path is not None:
@@ -547,10 +465,10 @@ def load_init_weights(model: FinetuneModel, obj: dict[str, Any], cfg: FinetuneCo
     """Load ``encoder.*`` (strict), and for a ``finetune`` init the head when it fits."""
     state = obj["model"]
     source = f"{cfg.init} (task {obj['task']})"
-    load_state_strict(model.encoder, _sub_state(state, "encoder."), source, prefix="encoder.")
+    load_strict(model.encoder, sub_state(state, "encoder."), source, prefix="encoder.")
     if obj["task"] != TASK_NAME:
         return
-    head = _sub_state(state, "head.")
+    head = sub_state(state, "head.")
     fits = "weight" in head and tuple(head["weight"].shape) == tuple(model.head.weight.shape)
     load_head = fits if cfg.load_head is None else cfg.load_head
     if load_head:
@@ -559,24 +477,27 @@ def load_init_weights(model: FinetuneModel, obj: dict[str, Any], cfg: FinetuneCo
                 f"{cfg.init}: model.load_head is true but its head has shape "
                 f"{tuple(head['weight'].shape) if 'weight' in head else 'none'}, ours {tuple(model.head.weight.shape)}"
             )
-        load_state_strict(model.head, head, source, prefix="head.")
-        norm = _sub_state(state, "head_norm.")
+        load_strict(model.head, head, source, prefix="head.")
+        norm = sub_state(state, "head_norm.")
         if isinstance(model.head_norm, nn.LayerNorm) and norm:
-            load_state_strict(model.head_norm, norm, source, prefix="head_norm.")
+            load_strict(model.head_norm, norm, source, prefix="head_norm.")
         logger.info("loaded the head of %s", cfg.init)
     else:
         logger.info("%s: head not loaded (%s); it starts fresh", cfg.init, "load_head false" if fits else "class count differs")
 
 
-def load_finetuned(path: str | os.PathLike | dict[str, Any], map_location: str | torch.device = "cpu") -> FinetuneModel:
+def load_finetuned(
+    path: str | os.PathLike | dict[str, Any], map_location: str | torch.device = "cpu", source: str | None = None,
+) -> FinetuneModel:
     """Rebuild a ``finetune`` model.pt (ours or imported) from the file alone, weights loaded strictly.
 
-    The model comes back in eval mode. ``path`` may also be an already-loaded model.pt dict.
+    The model comes back in eval mode. ``path`` may also be an already-loaded model.pt dict, with
+    ``source`` naming it in messages.
     """
     from audiossl.train.config import dataclass_from_dict
 
     obj = path if isinstance(path, dict) else load_model(path)
-    name = "model.pt" if isinstance(path, dict) else str(path)
+    name = (source or "model.pt") if isinstance(path, dict) else str(path)
     if obj["task"] != TASK_NAME:
         raise ValueError(f"{name}: task {obj['task']!r} is not a fine-tuned classifier (task 'finetune'); fine-tune it first")
     model_section = copy.deepcopy((obj.get("config") or {}).get("model") or {})
@@ -590,8 +511,9 @@ def load_finetuned(path: str | os.PathLike | dict[str, Any], map_location: str |
     model_section.setdefault("head_norm", any(k.startswith("head_norm.") for k in obj["model"]))
     cfg = dataclass_from_dict(FinetuneConfig, model_section, f"{name}: model")
     cfg.encoder_overrides, cfg.drop_path, cfg.background_noise = {}, None, None
-    encoder, enc_resolved = build_encoder(task_name, enc_dict, where=f"{name}: encoder config")
+    with torch.device("meta"):  # the file's weights replace these: no memory, no random init
+        encoder, enc_resolved = build_encoder(task_name, enc_dict, where=f"{name}: encoder config")
     labels = extra.get("label_names") or [str(i) for i in range(num_classes)]
     model = FinetuneModel(cfg, encoder, task_name, enc_resolved, num_classes, labels)
-    load_state_strict(model, obj["model"], name)
+    load_strict(model, obj["model"], name)
     return model.to(map_location).eval()

@@ -16,7 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiossl.models.abs_encoder import AbsEncoder, EncoderOutput
-from audiossl.tasks.abs_task import AbsTask, AbsTrainModel, DataInfo, register_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import AbsTask, register_task
 
 
 @dataclass
@@ -129,8 +131,11 @@ class ToyClassifierTask(AbsTask):
 
     @classmethod
     def build_model(cls, model_cfg: ToyModelConfig, data_info: DataInfo) -> ToyClassifier:
-        if model_cfg.build_delay_s > 0:
-            time.sleep(model_cfg.build_delay_s)
+        # In slices: a stop signal delivered to another of the process's threads does not wake a main
+        # thread in one long sleep (real building runs Python code, which checks for signals often).
+        deadline = time.monotonic() + model_cfg.build_delay_s
+        while time.monotonic() < deadline:
+            time.sleep(min(0.1, deadline - time.monotonic()))
         return ToyClassifier(model_cfg, data_info)
 
     @classmethod

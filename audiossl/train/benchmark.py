@@ -1,7 +1,7 @@
 """Throughput of the real training steps (EAT, BEATs, fine-tuning) against a bare ViT-B, and of the loader.
 
-What is timed. A *real step* is one full training update built exactly as the trainer builds it:
-the task's training model (``audiossl.tasks.abs_task.get_task(...).build_model``), AdamW from
+What is timed. A *real step* is one full training update, run by the trainer's own update step
+(``audiossl.train.step.UpdateStep``) on what the trainer builds: the task's training model (``audiossl.tasks.abs_task.get_task(...).build_model``), AdamW from
 ``audiossl.train.optim`` (fused on CUDA, foreach on CPU) with the recipe's parameter groups and
 schedule, then per update: forward under the trainer's autocast (EAT: teacher targets, masks,
 student, decoder, losses; BEATs: tokenizer labels, masks, encoder, label predictor, cross-entropy;
@@ -85,11 +85,14 @@ from audiossl.models.beats.ssl import SSLConfig
 from audiossl.models.beats.tokenizer import TokenizerConfig
 from audiossl.models.eat.masking import num_kept_patches
 from audiossl.models.eat.pretrain import EATPretrainConfig
-from audiossl.tasks.abs_task import AbsTrainModel, DataInfo, get_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import get_task
 from audiossl.tasks.finetune import FinetuneConfig
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 from audiossl.train.config import OptimConfig
 from audiossl.train.optim import WarmupCosineScheduler, build_optimizer
+from audiossl.train.step import LogInterval, UpdateStep, autocast
 from audiossl.train.trainer import select_device
 
 logger = logging.getLogger(__name__)
@@ -456,13 +459,6 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def autocast(device: torch.device, precision: str):
-    """The trainer's autocast: bf16 autocast, or nothing for fp32."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 def time_steps(step: Callable[[], Any], device: torch.device, steps: int, repeats: int) -> list[float]:
     """Seconds per step, one mean per repeat of ``steps`` back-to-back steps (one sync at each end)."""
     out = []
@@ -511,53 +507,31 @@ def device_name(device: torch.device) -> str:
 # Steps: the real training update and the bare ViT reference
 # --------------------------------------------------------------------------------------------
 class RealStep:
-    """One training update of a task's model, as ``audiossl.train.trainer.Trainer`` runs it with
-    ``accum_grad`` 1 (no logging); ``step(eager=True)`` bypasses ``torch.compile``."""
+    """One training update of a task's model: the trainer's own :class:`~audiossl.train.step.UpdateStep`
+    with one micro-batch per update (no logging); ``step(eager=True)`` bypasses ``torch.compile``."""
 
     def __init__(self, model: AbsTrainModel, optim: OptimConfig, batch: dict[str, Any], device: torch.device,
                  precision: str, compile: bool):
         self.device = device
-        self.precision = precision
-        self.raw_model = model.to(device)
-        self.raw_model.train()
-        self.model = torch.compile(self.raw_model) if compile else self.raw_model
-        self.params = [p for p in self.raw_model.parameters() if p.requires_grad]
-        self.optimizer = build_optimizer(self.raw_model, optim, device)
-        self.scheduler = WarmupCosineScheduler(self.optimizer, optim)
-        self.clip_norm = optim.clip_norm
+        raw_model = model.to(device)
+        raw_model.train()
+        optimizer = build_optimizer(raw_model, optim, device)
+        self.update = UpdateStep(raw_model, torch.compile(raw_model) if compile else raw_model, optimizer,
+                                 WarmupCosineScheduler(optimizer, optim), optim.clip_norm, device, precision)
         self.batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
         self.num_updates = 0
-        self.sums: dict[str, torch.Tensor] = {}
-        self.gnorm_sum = torch.zeros((), device=device)
-        self.nonfinite_update = torch.full((), -1, dtype=torch.long, device=device)
+        self.interval = LogInterval()  # the trainer's on-device sums, never read here
+        self.params = self.update.params
 
-    def forward_backward(self, eager: bool = False) -> torch.Tensor:
-        """Forward, backward, stat sums, gradient norm and clipping, the non-finite flag; returns the
-        loss (on device)."""
-        with autocast(self.device, self.precision):
-            loss, stats, _ = (self.raw_model if eager else self.model)(self.batch)
-        loss.backward()
-        for name, v in dict(stats).items():  # the trainer's on-device running sums
-            v = torch.as_tensor(v, device=self.device).detach().float()
-            self.sums[name] = self.sums[name] + v if name in self.sums else v
-        grads = [p.grad for p in self.params if p.grad is not None]
-        gnorm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        if self.clip_norm > 0:
-            torch.nn.utils.clip_grads_with_norm_(self.params, self.clip_norm, gnorm, foreach=True)
-        bad = ~torch.isfinite(loss.detach()) | ~torch.isfinite(gnorm)
-        self.nonfinite_update = torch.where(bad & (self.nonfinite_update < 0), self.num_updates + 1,
-                                            self.nonfinite_update)
-        self.gnorm_sum += gnorm.detach().float()
-        return loss.detach()
+    def forward_backward(self, eager: bool = False) -> None:
+        self.update.forward_backward([self.batch], 1, self.interval, self.num_updates, eager=eager)
 
     def optimizer_step(self) -> None:
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.update.optimizer_step(self.num_updates)
         self.num_updates += 1
-        self.scheduler.set_update(self.num_updates)
 
     def after_step(self) -> None:
-        self.raw_model.after_optimizer_step(self.num_updates)
+        self.update.after_step(self.num_updates)
 
     def step(self, eager: bool = False) -> None:
         self.forward_backward(eager)

@@ -1,11 +1,6 @@
-"""Checkpoints: atomic writes, the exact-resume training state, and the ``model.pt`` hand-off file.
-
-``model.pt`` is what one stage hands to the next (pre-training -> fine-tuning -> scoring), whether it
-came from our trainer or from ``audiossl.bin.import_checkpoint``:
-
-    {"format": "audiossl-model", "version": 1,
-     "task": <registered task name>, "config": <resolved config dict, with its "model" section>,
-     "model": <training model state dict>, "extra": <task-specific dict, e.g. label names>}
+"""Training checkpoints: the exact-resume state (model, optimiser, schedule, sampler position, random
+states) written atomically, numbered copies and their pruning. The ``model.pt`` hand-off file and
+atomic writes live in :mod:`audiossl.models.checkpoint`.
 """
 from __future__ import annotations
 
@@ -14,56 +9,13 @@ import random
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-MODEL_FORMAT = "audiossl-model"
-MODEL_VERSION = 1
-TMP_SUFFIX = ".tmp"  # atomic writes go to .<name>.<random>.tmp beside the file, then are renamed
-
-
-class WriteError(OSError):
-    """A file could not be written (disk full, quota, permissions); the file's previous version, if
-    any, is intact and no temporary file is left. ``str()`` names the file and the reason."""
-
-
-def _os_error(e: BaseException) -> OSError | None:
-    """The OSError behind ``e`` (torch.save turns ENOSPC into a RuntimeError chained to it)."""
-    seen = set()
-    while e is not None and id(e) not in seen:
-        if isinstance(e, OSError):
-            return e
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save to a temporary file in the same directory, fsync, then rename over ``path``.
-
-    A crash mid-write leaves the previous file intact (rename is atomic on POSIX); a failed write
-    (e.g. disk full) raises :class:`WriteError` and removes the temporary file.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as e:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        err = _os_error(e)
-        if err is None:
-            raise
-        raise WriteError(err.errno, f"cannot write {path}: {err.strerror or err}") from None
+from audiossl.models.checkpoint import TMP_SUFFIX, WriteError, atomic_save
 
 
 def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
@@ -77,74 +29,6 @@ def remove_stale_temporaries(directory: str | os.PathLike) -> list[Path]:
     for p in doomed:
         p.unlink(missing_ok=True)
     return doomed
-
-
-def save_model(
-    path: str | os.PathLike,
-    task: str,
-    config: dict[str, Any],
-    state_dict: dict[str, torch.Tensor],
-    extra: dict[str, Any] | None = None,
-) -> None:
-    """Write a ``model.pt`` hand-off file (see module docstring)."""
-    atomic_save(
-        {
-            "format": MODEL_FORMAT,
-            "version": MODEL_VERSION,
-            "task": task,
-            "config": config,
-            "model": {k: v.detach().cpu() for k, v in state_dict.items()},
-            "extra": extra or {},
-        },
-        path,
-    )
-
-
-@dataclass
-class ImportedModel:
-    """A released checkpoint converted to our layout (what the BEATs and EAT importers return).
-
-    Attributes:
-        task: the registered task the weights belong to.
-        model_config: the task's ``model:`` section.
-        state_dict: the training model's state dict.
-        extra: anything else worth keeping (source file, label names, ...), saved as ``extra``.
-        data_config: the ``data:`` entries the checkpoint was trained with (its normalisation; the
-            input length of a fine-tuned EAT), so that the file alone says how to feed it.
-    """
-
-    task: str
-    model_config: dict[str, Any]
-    state_dict: dict[str, torch.Tensor]
-    extra: dict[str, Any] = field(default_factory=dict)
-    data_config: dict[str, Any] = field(default_factory=dict)
-
-    def config(self) -> dict[str, Any]:
-        """The config dict to save: the task, its model section, and data entries if any."""
-        cfg: dict[str, Any] = {"task": self.task, "model": self.model_config}
-        if self.data_config:
-            cfg["data"] = dict(self.data_config)
-        return cfg
-
-    def save(self, path: str | os.PathLike) -> None:
-        """Write it as a ``model.pt`` hand-off file."""
-        save_model(path, self.task, self.config(), self.state_dict, self.extra)
-
-
-def load_model(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a ``model.pt`` file; raise a ValueError naming the file if it is not one."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such model file")
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT:
-        raise ValueError(
-            f"{path}: not an audiossl model.pt file; convert official checkpoints with "
-            "python -m audiossl.bin.import_checkpoint"
-        )
-    if obj.get("version") != MODEL_VERSION:
-        raise ValueError(f"{path}: model.pt version {obj.get('version')} is not supported (want {MODEL_VERSION})")
-    return obj
 
 
 # --------------------------------------------------------------------------------------------

@@ -7,7 +7,10 @@ checkpoint loading, :func:`stop_at_startup` is in force: the first stop signal r
 :class:`StartupStopped` at once, wherever the process is, and the entry point exits 75 too: nothing
 was trained since the last checkpoint, so nothing is lost, and the requeued job resumes from that
 checkpoint. (The same handler is back in force once the loop is over.) :func:`watch_startup`, the
-entry point's first line, notes a signal that comes before its ``try`` is entered.
+entry point's first line, notes a signal that comes before its ``try`` is entered. A signal that
+comes inside an import is raised as soon as the import is over (an exception raised inside a C
+extension's initialisation can be turned into an ImportError and swallowed), at the latest when the
+trainer takes over (:func:`take_over`).
 
 This module imports nothing heavy: the entry point installs the handler before importing torch.
 """
@@ -35,14 +38,46 @@ class _Startup:
     signum: int | None = None  # the first stop signal seen
     armed = False  # raise StartupStopped (once) on a stop signal
     raised = False
+    alarm_handler: Any = signal.SIG_DFL  # SIGALRM's handler before a retry took it
+
+
+RETRY_S = 0.05  # how soon a stop that came inside an import is tried again
+
+
+def _in_import(frame: Any) -> bool:
+    """Whether ``frame`` runs inside an import (importlib's machinery is on its stack)."""
+    while frame is not None:
+        if frame.f_code.co_filename.startswith("<frozen importlib"):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _raise_stop(frame: Any) -> None:
+    """Raise StartupStopped for the noted signal, once, unless inside an import: an exception raised
+    there can come out of a C extension's initialisation as an ImportError, which the importer's
+    optional-dependency fallback then swallows (the stop would be lost and the start-up go on
+    half-imported). Then SIGALRM tries again shortly, until the import is over."""
+    if not _Startup.armed or _Startup.raised or _Startup.signum is None:
+        return
+    if _in_import(frame):
+        previous = signal.signal(signal.SIGALRM, _on_retry)
+        if previous is not _on_retry:
+            _Startup.alarm_handler = previous
+        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
+        return
+    _Startup.raised = True  # a second signal (to the process group, then again from a launcher)
+    raise StartupStopped(_Startup.signum)  # must not interrupt the unwinding
 
 
 def _on_stop(signum: int, frame: Any) -> None:
     if _Startup.signum is None:
         _Startup.signum = signum
-    if _Startup.armed and not _Startup.raised:  # a second signal (to the process group, then again
-        _Startup.raised = True                  # from a launcher) must not interrupt the unwinding
-        raise StartupStopped(signum)
+    _raise_stop(frame)
+
+
+def _on_retry(signum: int, frame: Any) -> None:
+    _raise_stop(frame)
 
 
 def watch_startup() -> None:
@@ -66,8 +101,24 @@ def stop_at_startup() -> dict[int, Any]:
     return previous
 
 
+def _cancel_retry() -> None:
+    if signal.getsignal(signal.SIGALRM) is _on_retry:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, _Startup.alarm_handler)
+
+
+def take_over() -> None:
+    """Called as the training loop is about to take stop signals over: a stop that came inside an
+    import and waits for it to end (:func:`_raise_stop`) is raised now, as any stop of the start-up."""
+    _cancel_retry()
+    if _Startup.armed and not _Startup.raised and _Startup.signum is not None:
+        _Startup.raised = True
+        raise StartupStopped(_Startup.signum)
+
+
 def restore(handlers: dict[int, Any]) -> None:
     """Put back what :func:`stop_at_startup` returned; stop signals no longer raise."""
     _Startup.armed = False
+    _cancel_retry()
     for s, h in handlers.items():
         signal.signal(s, h)

@@ -32,7 +32,6 @@ update (gloo) lets every rank agree on stopping after a signal.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib.util
 import logging
@@ -52,27 +51,28 @@ from torch.utils.data import DataLoader
 
 from audiossl.data.dataset import Collator, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
 from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights, split_global_batch
-from audiossl.tasks.abs_task import AbsTrainModel, get_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.tasks.abs_task import get_task
+from audiossl.models.checkpoint import WriteError, atomic_save, save_model
 from audiossl.train.checkpoint import (
-    WriteError,
     atomic_link,
-    atomic_save,
     load_checkpoint,
     prune_checkpoints,
     remove_stale_temporaries,
     rng_state,
     save_checkpoint,
-    save_model,
     set_rng_state,
 )
 from audiossl.train.config import TrainConfig, config_to_dict, save_config
 from audiossl.train.distributed import DistContext, DistInfo, detect_dist_env
-from audiossl.train.ema import WeightEMA
+from audiossl.models.ema import WeightEMA
 from audiossl.train.lock import ExpDirLock
 from audiossl.train.lock import inherited as lock_inherited
 from audiossl.train.logging import MetricsWriter, format_duration
 from audiossl.train.optim import WarmupCosineScheduler, build_optimizer, resolve_epoch_schedule
+from audiossl.train import signals
 from audiossl.train.signals import STOP_SIGNALS
+from audiossl.train.step import LogInterval, UpdateStep, autocast
 
 logger = logging.getLogger(__name__)
 
@@ -89,37 +89,6 @@ class TrainingInterrupted(Exception):
 
 class NonFiniteLossError(RuntimeError):
     """The loss or the gradient norm became NaN/inf; nothing was saved after the last good checkpoint."""
-
-
-@dataclasses.dataclass
-class LogInterval:
-    """What the current log interval has summed so far: per stat, the sum over micro-batches (on the
-    device) and how many reported it; the updates and their gradient norms. Saved in checkpoints, so
-    that the first line after a resume averages the same updates as an uninterrupted run's."""
-
-    sums: dict[str, Any] = dataclasses.field(default_factory=dict)
-    counts: dict[str, int] = dataclasses.field(default_factory=dict)
-    updates: int = 0
-    gnorm: Any = 0.0
-
-    def state(self) -> dict[str, Any]:
-        """This rank's part, as plain numbers."""
-        return {"sums": {k: float(v) for k, v in self.sums.items()}, "counts": dict(self.counts)}
-
-    @classmethod
-    def restore(cls, saved: dict[str, Any], rank: int, device: torch.device) -> "LogInterval":
-        """The interval of rank ``rank`` from what :meth:`Trainer._save` stored: every saved rank's
-        sums go to rank 0 (the logged value is their sum over ranks anyway, whatever the world size
-        now); the update count and gradient norms (equal on every rank) to all."""
-        iv = cls(updates=int(saved["updates"]))
-        iv.gnorm = torch.tensor(saved["gnorm"], dtype=torch.float32, device=device)
-        if rank == 0:
-            for part in saved["ranks"]:
-                for k, v in part["sums"].items():
-                    t = torch.tensor(v, dtype=torch.float32, device=device)
-                    iv.sums[k] = iv.sums[k] + t if k in iv.sums else t
-                    iv.counts[k] = iv.counts.get(k, 0) + int(part["counts"][k])
-        return iv
 
 
 @dataclasses.dataclass
@@ -330,11 +299,10 @@ class Trainer:
         if self.cfg.trainer.compile:
             model = torch.compile(model)
         self.model = model
-
-    def _autocast(self):
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+        self.step = None
+        if self.optimizer is not None:
+            self.step = UpdateStep(self.raw_model, model, self.optimizer, self.scheduler, self.cfg.optim.clip_norm,
+                                   self.device, self.precision, ddp=self.ddp, ema=self.ema)
 
     # ----------------------------------------------------------------------------------------
     # Checkpoints
@@ -446,7 +414,9 @@ class Trainer:
 
     def _check_finite(self) -> None:
         """Raise NonFiniteLossError on every rank if any rank saw a NaN/inf loss or gradient norm."""
-        bad = self._nonfinite_update.clone()
+        if self.step is None:  # nothing trained (optim.max_updates 0, no trainable parameters)
+            return
+        bad = self.step.nonfinite_update.clone()
         if self.dist.info.distributed:
             torch.distributed.all_reduce(bad, op=torch.distributed.ReduceOp.MAX)
         first = int(bad.item())
@@ -497,11 +467,11 @@ class Trainer:
         self._build_data()
         self._build_model()
         seed_everything(cfg.trainer.seed + 1000 * self.dist.rank + 1)  # model built: per-rank streams from here
-        self._nonfinite_update = torch.full((), -1, dtype=torch.long, device=self.device)
         if self.is_main:
             self._remove_stale_temporaries()
         self._resume()
         self._wrap_model()
+        signals.take_over()  # the start-up is over: a stop that came inside one of its imports ends it here
         if self.is_main:
             save_config(cfg, self.out / "config.yaml")
             self.writer = MetricsWriter(self.out, resume_update=self.num_updates)
@@ -558,40 +528,10 @@ class Trainer:
         if self.num_updates < max_updates:
             logger.info("training from update %d to %d", self.num_updates, max_updates)
         while self.num_updates < max_updates:
-            loss_sum = torch.zeros((), device=self.device)
-            for k in range(accum):
-                batch = _to_device(next(batches), self.device)
-                sync = self.ddp.no_sync() if (self.ddp is not None and k < accum - 1) else contextlib.nullcontext()
-                with sync:
-                    with self._autocast():
-                        loss, stats, _ = self.model(batch)
-                    (loss / accum).backward()
-                loss_sum += loss.detach().float()
-                stats = dict(stats)
-                stats.setdefault("loss", loss.detach())
-                for name, v in stats.items():
-                    v = torch.as_tensor(v, device=self.device).detach().float()
-                    iv.sums[name] = iv.sums[name] + v if name in iv.sums else v
-                    iv.counts[name] = iv.counts.get(name, 0) + 1
-                clips += int(batch["feats"].shape[0])
-            grads = [p.grad for p in self.params if p.grad is not None]
-            gnorm = torch.nn.utils.get_total_norm(grads, foreach=True) if grads else torch.zeros((), device=self.device)
-            if cfg.optim.clip_norm > 0 and grads:
-                torch.nn.utils.clip_grads_with_norm_(self.params, cfg.optim.clip_norm, gnorm, foreach=True)
-            bad = ~torch.isfinite(loss_sum) | ~torch.isfinite(gnorm)
-            self._nonfinite_update = torch.where(
-                bad & (self._nonfinite_update < 0), self.num_updates + 1, self._nonfinite_update
-            )
-            iv.gnorm = iv.gnorm + gnorm.detach().float()
-            iv.updates += 1
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            micro = (_to_device(next(batches), self.device) for _ in range(accum))
+            n_clips, lr = self.step.update(micro, accum, iv, self.num_updates)
+            clips += n_clips
             self.num_updates += 1
-            lr = self.scheduler.get_lr()
-            self.scheduler.set_update(self.num_updates)
-            self.raw_model.after_optimizer_step(self.num_updates)
-            if self.ema is not None:
-                self.ema.update(self.raw_model)
 
             n = self.num_updates
             if n % t.log_interval == 0 or n == max_updates:
@@ -651,7 +591,7 @@ class Trainer:
         predict = _has_predict(model)
         for batch in self.valid_loader:
             batch = _to_device(batch, self.device)
-            with self._autocast():
+            with autocast(self.device, self.precision):
                 loss, stats, weight = model(batch)
                 pred = model.predict(batch) if predict and "targets" in batch else None
             stats = dict(stats)

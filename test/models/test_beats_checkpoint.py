@@ -6,9 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from audiossl.models.beats.checkpoint import export_official, import_official, load_encoder
+from audiossl.models.beats.checkpoint import export_official, import_official
+from audiossl.tasks.encoder import load_encoder
 from audiossl.tasks.beats_tokenizer import load_tokenizer
-from audiossl.train.checkpoint import load_model, save_model
+from audiossl.models.checkpoint import load_model, save_model
 
 torch.set_num_threads(1)
 
@@ -108,8 +109,8 @@ def test_import_lists_missing_unexpected_and_mismatched_keys(tmp_path):
         import_official(path)
     msg = str(err.value)
     assert str(path) in msg
-    assert "missing keys (1): encoder.layers.1.fc2.bias" in msg
-    assert "unexpected keys (1): encoder.layers.0.extra.weight" in msg
+    assert "missing in the file (1): encoder.layers.1.fc2.bias" in msg
+    assert "unexpected in the file (1): encoder.layers.0.extra.weight" in msg
     assert f"shape mismatch: encoder.layers.0.fc1.weight: file ({FFN + 1}, {D}), model ({FFN}, {D})" in msg
 
 

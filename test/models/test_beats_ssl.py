@@ -6,10 +6,10 @@ import dataclasses
 import torch
 
 from audiossl.models.beats.ssl import random_token_mask
-from audiossl.tasks.abs_task import DataInfo
+from audiossl.data.dataset import DataInfo
 from audiossl.tasks.beats_ssl import BeatsSSLTask
 from audiossl.tasks.beats_tokenizer import BeatsTokenizerTask
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 

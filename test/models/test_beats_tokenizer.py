@@ -9,10 +9,10 @@ import torch.nn.functional as F
 
 from audiossl.models.beats.quantizer import NormEMAQuantizer, spherical_kmeans
 from audiossl.models.beats.tokenizer import RandomProjectionTokenizer, TokenizerConfig
-from audiossl.tasks.abs_task import DataInfo
+from audiossl.data.dataset import DataInfo
 from audiossl.tasks.beats_ssl import BeatsSSLTask
 from audiossl.tasks.beats_tokenizer import BeatsTokenizerTask, load_tokenizer
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 

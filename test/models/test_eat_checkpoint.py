@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiossl.models.eat.checkpoint import (
+    HF_CODE_REPOS,
     CheckpointMismatch,
     export_official,
     finetune_model_config,
@@ -25,7 +26,8 @@ from audiossl.models.eat.checkpoint import (
 )
 from audiossl.models.eat.encoder import EATEncoder
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
-from audiossl.train.checkpoint import load_model, save_model
+from audiossl.models.checkpoint import load_model, save_model
+from audiossl.tasks.encoder import load_encoder as audiossl_load_encoder
 
 torch.set_num_threads(1)
 
@@ -126,10 +128,8 @@ def _assert_same_official(a: dict, b: dict, where=""):
     for k in a:
         if isinstance(a[k], dict):
             _assert_same_official(a[k], b[k], f"{where}{k}.")
-        elif k.endswith("positions"):
-            torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=0)
-        else:
-            assert torch.equal(a[k], b[k]), f"{where}{k}"
+        else:  # position tables included: the file's own float32 table goes back as it came
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), f"{where}{k}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -328,16 +328,94 @@ def test_mismatched_keys_are_listed(tmp_path):
     assert "teacher.blocks.0.norm1.weight" in msg and "shape mismatch" in msg
 
 
-def test_wrong_position_table_or_layout_is_refused(tmp_path):
-    ckpt = fairseq_pretrained()
-    pos = ckpt["model"][f"{IMG}fixed_positional_encoder.positions"]
-    ckpt["model"][f"{IMG}fixed_positional_encoder.positions"] = torch.cat([pos[..., D // 2:], pos[..., : D // 2]], -1)
-    torch.save(ckpt, tmp_path / "swapped.pt")
-    with pytest.raises(CheckpointMismatch, match="position table"):
-        import_official(tmp_path / "swapped.pt")
+def _nonstandard(table: torch.Tensor, seed: int) -> torch.Tensor:
+    """The official table with its halves swapped and a little noise: far from the sin-cos formula."""
+    noise = torch.randn(table.shape, generator=torch.Generator().manual_seed(seed)) * 1e-3
+    return torch.cat([table[..., D // 2:], table[..., : D // 2]], -1) + noise
+
+
+@pytest.mark.parametrize("kind", ["fairseq_pretrained", "fairseq_finetuned", "hf_pretrained", "hf_finetuned"])
+def test_nonstandard_position_table_is_kept_and_round_trips_bit_exact(tmp_path, kind, caplog):
+    pos = f"{IMG}fixed_positional_encoder.positions"
+    if kind.startswith("fairseq"):
+        ckpt = fairseq_pretrained() if kind == "fairseq_pretrained" else fairseq_finetuned()
+        key = pos if kind == "fairseq_pretrained" else "model." + pos
+        ckpt["model"][key] = _nonstandard(ckpt["model"][key], 1)
+        if "_ema" in ckpt["model"]:
+            ckpt["model"]["_ema"][pos] = _nonstandard(ckpt["model"]["_ema"][pos], 2)
+        torch.save(ckpt, tmp_path / "odd.pt")
+        source, theirs = tmp_path / "odd.pt", ckpt["model"]
+    else:
+        sd = hf_dir(tmp_path / "odd", finetuned=kind == "hf_finetuned")
+        key = "model.fixed_positional_encoder.positions"
+        sd[key] = _nonstandard(sd[key], 3)
+        write_safetensors(sd, tmp_path / "odd" / "model.safetensors")
+        source, theirs = tmp_path / "odd", sd
+    layout = kind.split("_")[0]
+
+    with caplog.at_level("WARNING"):
+        first = import_official(source)
+    assert "position table differs from the fixed 2-D sin-cos table" in caplog.text
+    assert torch.equal(first.state_dict["encoder.pos_embed"], theirs[key].reshape(-1, D))  # kept as stored
+    # import -> model.pt -> export gives back the file's tensors bit for bit ...
+    first.save(tmp_path / "model.pt")
+    exported = export_official(load_model(tmp_path / "model.pt"), layout=layout)
+    ours = exported["model"] if layout == "fairseq" else exported["state_dict"]
+    if kind == "hf_pretrained":  # an HF pre-trained file has neither decoder nor teacher to give back
+        _assert_same_official(ours, theirs)
+    else:
+        _assert_same_official({k: v for k, v in ours.items() if not k.startswith(f"{IMG}decoder.")},
+                              {k: v for k, v in theirs.items() if not k.startswith(f"{IMG}decoder.")})
+    # ... and a second import is the first one again
+    save_official(exported, tmp_path / ("again.pt" if layout == "fairseq" else "again"))
+    second = import_official(tmp_path / ("again.pt" if layout == "fairseq" else "again"))
+    assert set(second.state_dict) == set(first.state_dict)
+    fresh = ("decoder.",) if kind == "hf_pretrained" else ()  # a decoder made at import, anew each time
+    assert all(torch.equal(second.state_dict[k], v) for k, v in first.state_dict.items() if not k.startswith(fresh or "-"))
+    # the model computes with the stored table, as the official code would with this file
+    encoder = audiossl_load_encoder(tmp_path / "model.pt")
+    feats = torch.randn(2, 64, 128)
+    x = encoder.embed_patches(feats)
+    ref = encoder.patch_embed(feats) + theirs[key].reshape(-1, D)[: x.shape[1]]
+    assert torch.equal(x, ref)
+
+
+def test_old_model_pt_without_the_position_table_still_loads_strictly(tmp_path):
+    torch.save(fairseq_pretrained(), tmp_path / "ckpt.pt")
+    imp = import_official(tmp_path / "ckpt.pt")
+    old = {k: v for k, v in imp.state_dict.items() if not k.endswith("pos_embed")}  # as model.pt files were written
+    save_model(tmp_path / "old.pt", imp.task, {"model": imp.model_config}, old, imp.extra)
+    encoder = audiossl_load_encoder(tmp_path / "old.pt")
+    assert torch.equal(encoder.pos_embed, encoder.standard_positions())
+    exported = export_official(load_model(tmp_path / "old.pt"))
+    table = exported["model"][f"{IMG}fixed_positional_encoder.positions"]
+    assert table.shape == (1, 64 * 8, D)
+    torch.testing.assert_close(table, sincos_table(64, 8, D), atol=1e-4, rtol=0)  # the formula, as before
+
+
+def test_wrong_layout_is_refused(tmp_path):
     torch.save(fairseq_pretrained(), tmp_path / "ok.pt")
     with pytest.raises(CheckpointMismatch, match="layout"):
         import_official(tmp_path / "ok.pt", layout="hf")
+
+
+@pytest.mark.parametrize("finetuned", [False, True])
+def test_hf_export_config_loads_like_the_released_ones(tmp_path, finetuned):
+    sd = hf_dir(tmp_path / "eat", finetuned=finetuned)
+    exported = export_official(_model_pt(import_official(tmp_path / "eat")), layout="hf")
+    config = exported["config"]
+    variant = "finetune" if finetuned else "pretrain"
+    repo = HF_CODE_REPOS[variant]
+    assert config["architectures"] == ["EATModel"] and config["model_type"] == "eat"
+    assert config["auto_map"] == {"AutoConfig": f"{repo}--configuration_eat.EATConfig",
+                                  "AutoModel": f"{repo}--modeling_eat.EATModel"}
+    assert config["model_variant"] == variant
+    assert config["num_classes"] == (5 if finetuned else 527)  # a pre-trained one says 527, as released
+    assert (config["embed_dim"], config["depth"], config["num_heads"], config["max_length"]) == (D, DEPTH, HEADS, 64)
+    assert config["img_size"] == [1024, 128] and config["stride"] == config["patch_size"] == 16
+    other = export_official(_model_pt(import_official(tmp_path / "eat")), layout="hf", hf_code_repo="me/eat-code")
+    assert other["config"]["auto_map"]["AutoModel"] == "me/eat-code--modeling_eat.EATModel"
+    assert sorted(sd) == sorted(exported["state_dict"])
 
 
 STANDIN = '''

@@ -10,8 +10,9 @@ import torch
 
 from audiossl.models.eat.encoder import EATEncoder
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
-from audiossl.tasks.abs_task import DataInfo, get_task
-from audiossl.train.checkpoint import save_model
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import get_task
+from audiossl.models.checkpoint import save_model
 from audiossl.train.config import load_config
 
 torch.set_num_threads(1)

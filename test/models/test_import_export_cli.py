@@ -13,7 +13,7 @@ from audiossl.models.beats.backbone import BEATsBackbone
 from audiossl.models.beats.config import BEATsConfig
 from audiossl.models.beats.ssl import SSLConfig
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
-from audiossl.train.checkpoint import load_model, save_model
+from audiossl.models.checkpoint import load_model, save_model
 
 torch.set_num_threads(1)
 

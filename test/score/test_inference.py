@@ -12,7 +12,8 @@ from torch import nn
 from audiossl.data.fbank import FeatureNorm
 from audiossl.data.windows import window_starts
 from audiossl.score.inference import resolve_norm, score_dump_dir
-from audiossl.tasks.abs_task import DataInfo, get_task
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import get_task
 from audiossl.tasks.finetune import FinetuneConfig
 
 NORM = FeatureNorm(mean=2.0, std=0.5)  # normalised = (x - 2) / 1

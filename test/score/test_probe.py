@@ -25,10 +25,12 @@ from audiossl.score.probe import (
     run_probe,
     score_dir_name,
 )
-from audiossl.tasks.abs_task import TASKS, AbsTask, AbsTrainModel, DataInfo, register_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import TASKS, AbsTask, register_task
 from audiossl.tasks.beats_ssl import BeatsSSLTask
 from audiossl.tasks.beats_tokenizer import BeatsTokenizerTask
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 
@@ -126,7 +128,7 @@ def _clip_alone(encoder, x, layer, pad_to=None):
 
 @pytest.mark.parametrize("family", ["beats", "eat"])
 def test_embeddings_do_not_depend_on_batch_composition(recipe, family):
-    from audiossl.models.beats.checkpoint import load_encoder
+    from audiossl.tasks.encoder import load_encoder
 
     path = recipe / ("exp/beats_ssl_r1/model.pt" if family == "beats" else "exp/eat_pretrain/model.pt")
     encoder = load_encoder(path)
@@ -156,7 +158,7 @@ def test_embeddings_do_not_depend_on_batch_composition(recipe, family):
 
 
 def test_windows_padding_and_short_clips(recipe, tmp_path):
-    from audiossl.models.beats.checkpoint import load_encoder
+    from audiossl.tasks.encoder import load_encoder
 
     rng = np.random.default_rng(0)
     clips = {"a_long": rng.normal(-4, 2, (80, 128)), "b_partial": rng.normal(-4, 2, (40, 128)),
@@ -314,7 +316,8 @@ def test_cli_eat_holds_out_when_valid_is_a_test_set(recipe, monkeypatch, caplog)
 def test_cli_fine_tuned_model(recipe, monkeypatch):
     """A fine-tuned model.pt is probed through its encoder; --random-init rebuilds that encoder."""
     from audiossl.tasks.abs_task import get_task
-    from audiossl.tasks.finetune import FinetuneConfig, _plain
+    from audiossl.tasks.encoder import plain as _plain
+    from audiossl.tasks.finetune import FinetuneConfig
 
     monkeypatch.chdir(recipe)
     cfg = FinetuneConfig(init="exp/eat_pretrain/model.pt", pooling="cls", head_norm=True, loss="ce")

@@ -16,8 +16,9 @@ from audiossl.models.abs_encoder import AbsEncoder, EncoderOutput
 from audiossl.score.inference import ScoreResult
 from audiossl.score.metrics import compute_metrics
 from audiossl.score.results import write_score_dir
-from audiossl.tasks.abs_task import TASKS, AbsTask, AbsTrainModel, register_task
-from audiossl.train.checkpoint import load_model, save_model
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.tasks.abs_task import TASKS, AbsTask, register_task
+from audiossl.models.checkpoint import load_model, save_model
 from audiossl.train.config import config_from_dict
 from audiossl.train.trainer import train
 

@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from audiossl.bin.benchmark import main, parse_batch_sizes
 from audiossl.models.beats.quantizer import NormEMAQuantizer
 from audiossl.models.beats.ssl import EVAL_MASK_SEED, random_token_mask
-from audiossl.tasks.abs_task import DataInfo, get_task
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import get_task
 from audiossl.train.benchmark import (
     BareViT,
     BenchOptions,

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from audiossl.train import checkpoint as ckpt
-from audiossl.train.ema import WeightEMA
+from audiossl.models.ema import WeightEMA
 
 
 def test_interrupted_write_leaves_previous_checkpoint(tmp_path, monkeypatch):

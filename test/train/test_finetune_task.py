@@ -10,9 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from audiossl.models.abs_encoder import AbsEncoder, EncoderOutput
-from audiossl.tasks.abs_task import TASKS, AbsTask, AbsTrainModel, DataInfo, get_task, register_task
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.data.dataset import DataInfo
+from audiossl.tasks.abs_task import TASKS, AbsTask, get_task, register_task
 from audiossl.tasks.finetune import FinetuneConfig, FinetuneModel, load_finetuned
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 
@@ -183,7 +185,7 @@ def test_mismatched_weights_give_a_readable_diff(tmp_path):
     assert "bad.pt" in msg
     assert "missing in the file (1): encoder.blocks.1.1.weight" in msg
     assert "unexpected in the file (1): encoder.extra.weight" in msg
-    assert "shape of encoder.patch_embed.bias: file (5,), model (16,)" in msg
+    assert "shape mismatch: encoder.patch_embed.bias: file (5,), model (16,)" in msg
 
 
 def test_unknown_encoder_config_key_is_an_error(tmp_path):
@@ -369,8 +371,8 @@ def test_background_noise_bank_and_crops(tmp_path):
 # --------------------------------------------------------------------------------------------
 def _round_trip_through_official(tmp_path, model, cfg, module):
     """Our fine-tuned model.pt -> the official layout -> import_official -> model.pt -> load_finetuned."""
-    from audiossl.tasks.finetune import _plain
-    from audiossl.train.checkpoint import load_model
+    from audiossl.tasks.encoder import plain as _plain
+    from audiossl.models.checkpoint import load_model
 
     save_model(tmp_path / "ft.pt", "finetune", {"task": "finetune", "model": _plain(cfg)}, model.state_dict(), model.export())
     official = module.export_official(load_model(tmp_path / "ft.pt"))
@@ -383,7 +385,7 @@ def _round_trip_through_official(tmp_path, model, cfg, module):
 
 def test_real_eat_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
     from audiossl.models.eat import checkpoint as eat_checkpoint
-    from audiossl.tasks.finetune import _plain
+    from audiossl.tasks.encoder import plain as _plain
     from audiossl.train.config import dataclass_from_dict
 
     eat = get_task("eat_pretrain")
@@ -411,7 +413,7 @@ def test_real_eat_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
 
 def test_real_beats_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
     from audiossl.models.beats import checkpoint as beats_checkpoint
-    from audiossl.tasks.finetune import _plain
+    from audiossl.tasks.encoder import plain as _plain
     from audiossl.train.config import dataclass_from_dict
 
     beats = get_task("beats_ssl")

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from audiossl.tasks.abs_task import DataInfo
+from audiossl.data.dataset import DataInfo
 from audiossl.tasks.toy import ToyClassifier, ToyModelConfig
 from audiossl.train.config import OptimConfig
 from audiossl.train.optim import WarmupCosineScheduler, build_optimizer, lr_at, param_groups

@@ -20,9 +20,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train_testlib import make_dump, max_abs_diff, state_of, toy_config, write_config  # noqa: E402
 
 from audiossl.tasks.toy import ToyClassifier  # noqa: E402
-from audiossl.train.checkpoint import WriteError, load_checkpoint  # noqa: E402
+from audiossl.models.checkpoint import WriteError  # noqa: E402
+from audiossl.train.checkpoint import load_checkpoint  # noqa: E402
 from audiossl.train.config import config_from_dict  # noqa: E402
 from audiossl.train.lock import ExpDirBusy, ExpDirLock  # noqa: E402
+from audiossl.train import signals  # noqa: E402
 from audiossl.train.signals import EXIT_REQUEUE  # noqa: E402
 from audiossl.train.trainer import TrainingInterrupted, train  # noqa: E402
 
@@ -103,6 +105,33 @@ def wait_in_startup(marker: str, count: int = 1) -> list[int]:
 
 
 # ------------------------------------------------------------------------------ start-up
+def test_a_stop_inside_an_import_waits_for_the_import_to_end(tmp_path, monkeypatch):
+    """An import with an optional-dependency fallback (``except BaseException``) would swallow a stop
+    raised inside it: the stop comes right after the import instead, which runs to its end."""
+    (tmp_path / "optional_dep.py").write_text(
+        "import os, signal, time\n"
+        "try:\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    time.sleep(0.3)\n"
+        "    DONE = True\n"
+        "except BaseException:\n"
+        "    DONE = False\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    handlers = signals.stop_at_startup()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(signals.StartupStopped):
+            import optional_dep  # noqa: F401
+            time.sleep(10)
+        assert time.monotonic() - t0 < 5, "the stop waited for more than the import"
+        assert sys.modules["optional_dep"].DONE, "the stop interrupted the import"
+    finally:
+        signals.restore(handlers)
+        sys.modules.pop("optional_dep", None)
+    assert signal.getsignal(signal.SIGALRM) is not signals._on_retry
+
+
 def test_stop_during_startup_exits_75_and_the_rerun_trains(data):
     conf = slow_config(data)
     exp = data / "exp"

@@ -15,7 +15,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from train_testlib import make_dump, max_abs_diff, state_of, toy_config  # noqa: E402
 
 from audiossl.tasks.toy import ToyClassifier  # noqa: E402
-from audiossl.train.checkpoint import load_checkpoint, load_model  # noqa: E402
+from audiossl.models.checkpoint import load_model  # noqa: E402
+from audiossl.train.checkpoint import load_checkpoint  # noqa: E402
 from audiossl.train.config import config_from_dict  # noqa: E402
 from audiossl.train.trainer import NonFiniteLossError, TrainingInterrupted, train  # noqa: E402
 

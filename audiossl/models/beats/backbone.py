@@ -86,9 +86,12 @@ class WeightNormConv1d(nn.Module):
 
     weight = weight_v * weight_g / ||weight_v||, the norm taken over dims 0 and 1 (one norm per
     kernel tap). Parameters are ``weight_g`` (1, 1, K), ``weight_v`` (out, in / groups, K) and
-    ``bias``, the names of the old ``torch.nn.utils.weight_norm`` (the checkpoint loader maps the
-    newer ``parametrizations.weight.original0/1`` names onto them).
+    ``bias``, the names of the old ``torch.nn.utils.weight_norm``; files saved from the newer
+    ``torch.nn.utils.parametrizations.weight_norm`` name them ``parametrizations.weight.original0/1``,
+    which :meth:`upgrade_state_dict` maps back (``audiossl.models.checkpoint.load_strict`` calls it).
     """
+
+    PARAMETRIZED_NAMES = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
 
     def __init__(self, channels: int, kernel_size: int, groups: int) -> None:
         super().__init__()
@@ -105,6 +108,12 @@ class WeightNormConv1d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv1d(x, self.weight, self.bias, padding=self.padding, groups=self.groups)
+
+    @classmethod
+    def upgrade_state_dict(cls, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """This module's keys with the ``parametrizations`` names mapped to ``weight_g``/``weight_v``."""
+        legacy = {new: old for old, new in cls.PARAMETRIZED_NAMES.items()}
+        return {legacy.get(k, k): v for k, v in state.items()}
 
 
 class DropLast(nn.Module):

@@ -28,70 +28,25 @@ import torch
 from torch import nn
 
 from audiossl.data.fbank import BEATS_NORM
+from audiossl.models.beats.backbone import BEATsBackbone, WeightNormConv1d
 from audiossl.models.beats.config import OFFICIAL_CLASS_DEFAULTS, OFFICIAL_TOKENIZER_DEFAULTS, BEATsConfig
-from audiossl.train.checkpoint import ImportedModel
+from audiossl.models.checkpoint import ImportedModel, check_state_dict, upgrade_state_dict
 
 logger = logging.getLogger(__name__)
 
 # Every BEATs checkpoint expects the official normalisation (BEATs.py, preprocess()).
 OFFICIAL_DATA = {"norm_mean": BEATS_NORM.mean, "norm_std": BEATS_NORM.std}
 
-POS_CONV = "encoder.pos_conv.0."
-LEGACY_WN = {"weight_g": "parametrizations.weight.original0", "weight_v": "parametrizations.weight.original1"}
-
-
-# --------------------------------------------------------------------------------------------
-# Key checking
-# --------------------------------------------------------------------------------------------
-def state_dict_diff(expected: Mapping[str, Any], got: Mapping[str, torch.Tensor]) -> list[str]:
-    """Human-readable differences between the keys/shapes a model expects and a state dict has.
-
-    ``expected`` maps key -> tensor or shape. Empty list: they match.
-    """
-    exp_shapes = {k: tuple(v.shape) if hasattr(v, "shape") else tuple(v) for k, v in expected.items()}
-    missing = sorted(set(exp_shapes) - set(got))
-    unexpected = sorted(set(got) - set(exp_shapes))
-    mismatched = sorted(k for k in set(exp_shapes) & set(got) if tuple(got[k].shape) != exp_shapes[k])
-    lines = []
-    if missing:
-        lines.append(f"missing keys ({len(missing)}): " + ", ".join(missing))
-    if unexpected:
-        lines.append(f"unexpected keys ({len(unexpected)}): " + ", ".join(unexpected))
-    for k in mismatched:
-        lines.append(f"shape mismatch: {k}: file {tuple(got[k].shape)}, model {exp_shapes[k]}")
-    return lines
-
-
-def check_state_dict(expected: Mapping[str, Any], got: Mapping[str, torch.Tensor], source: str) -> None:
-    """Raise a ValueError naming ``source`` and listing every missing/unexpected/mis-shaped key."""
-    diff = state_dict_diff(expected, got)
-    if diff:
-        raise ValueError(f"{source}: state dict does not match the model built from its config:\n  " + "\n  ".join(diff))
-
-
-def load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """``module.load_state_dict(state)`` after :func:`check_state_dict`, so errors read well."""
-    check_state_dict(module.state_dict(), state, source)
-    module.load_state_dict(state, strict=True)
-
-
-def to_legacy_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename ``...pos_conv.0.parametrizations.weight.original0/1`` to ``weight_g``/``weight_v``."""
-    out = {}
-    for k, v in state.items():
-        for legacy, new in LEGACY_WN.items():
-            if k.endswith("pos_conv.0." + new):
-                k = k[: -len(new)] + legacy
-        out[k] = v
-    return out
+POS_CONV_TAIL = "pos_conv.0."  # the weight-normed positional convolution (keys end with this + name)
 
 
 def to_parametrized_weight_norm(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The inverse of :func:`to_legacy_weight_norm` (for tools built on ``parametrizations``)."""
+    """``...pos_conv.0.weight_g/weight_v`` renamed as ``torch.nn.utils.parametrizations.weight_norm``
+    names them (for tools built on it); loading maps them back (``WeightNormConv1d.upgrade_state_dict``)."""
     out = {}
     for k, v in state.items():
-        for legacy, new in LEGACY_WN.items():
-            if k.endswith("pos_conv.0." + legacy):
+        for legacy, new in WeightNormConv1d.PARAMETRIZED_NAMES.items():
+            if k.endswith(POS_CONV_TAIL + legacy):
                 k = k[: -len(legacy)] + new
         out[k] = v
     return out
@@ -107,37 +62,6 @@ def _share_relative_bias(state: dict[str, torch.Tensor], source: str) -> None:
         if not torch.equal(state[k], state[first]):
             logger.warning("%s: %s differs from %s; the model shares one embedding, using layer 0's", source, k, first)
             state[k] = state[first]
-
-
-# --------------------------------------------------------------------------------------------
-# model.pt -> modules
-# --------------------------------------------------------------------------------------------
-def model_config_of(obj: Mapping[str, Any], source: str):
-    """(task class, ModelConfig instance) of a loaded model.pt dict."""
-    from audiossl.tasks.abs_task import get_task
-    from audiossl.train.config import dataclass_from_dict
-
-    task = get_task(obj["task"])
-    model_section = (obj.get("config") or {}).get("model") or {}
-    return task, dataclass_from_dict(task.ModelConfig, dict(model_section), f"{source}: config.model")
-
-
-def load_encoder(path: str | os.PathLike | Mapping[str, Any], source: str | None = None) -> nn.Module:
-    """The pre-trained encoder (an AbsEncoder) of any model.pt whose task has ``build_encoder``.
-
-    Builds it from the file's task and ``config.model``, loads the ``encoder.*`` keys strictly and
-    returns it in eval mode. ``path`` may also be a model.pt already read (``load_model``), with
-    ``source`` naming it in messages.
-    """
-    from audiossl.train.checkpoint import load_model
-
-    obj = path if isinstance(path, Mapping) else load_model(path)
-    path = (source or "model.pt") if isinstance(path, Mapping) else path
-    task, model_cfg = model_config_of(obj, str(path))
-    encoder = task.build_encoder(model_cfg)
-    state = {k[len("encoder."):]: v for k, v in obj["model"].items() if k.startswith("encoder.")}
-    load_strict(encoder, to_legacy_weight_norm(state), f"{path} (encoder.* of task {obj['task']!r})")
-    return encoder.eval()
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,13 +109,12 @@ def import_official(path: str | os.PathLike | Mapping[str, Any], kind: str = "au
         kind = detect_kind(obj)
     assert kind in ("pretrained", "finetuned", "tokenizer"), f"unknown checkpoint kind {kind!r}"
     cfg = BEATsConfig.from_official(obj["cfg"])
-    state = to_legacy_weight_norm(obj["model"])
-    _share_relative_bias(state, source)
-
-    from audiossl.models.beats.backbone import BEATsBackbone
-
     with torch.device("meta"):
-        expected = {k: v.shape for k, v in BEATsBackbone(cfg).state_dict().items()}
+        backbone = BEATsBackbone(cfg)
+    state = upgrade_state_dict(backbone, {k: v for k, v in obj["model"].items() if not k.startswith("quantize")})
+    state.update({k: v for k, v in obj["model"].items() if k.startswith("quantize")})
+    _share_relative_bias(state, source)
+    expected = {k: v.shape for k, v in backbone.state_dict().items()}
     extra: dict[str, Any] = {"source": f"official BEATs ({kind})", "official_cfg": dict(obj["cfg"])}
 
     if kind == "tokenizer":
@@ -248,7 +171,7 @@ def import_official(path: str | os.PathLike | Mapping[str, Any], kind: str = "au
 # model.pt -> official files
 # --------------------------------------------------------------------------------------------
 def export_official(model_pt: Mapping[str, Any], weight_norm_keys: str = "legacy") -> dict[str, Any]:
-    """Our model.pt dict (``audiossl.train.checkpoint.load_model``) -> the official layout.
+    """Our model.pt dict (``audiossl.models.checkpoint.load_model``) -> the official layout.
 
     Supports tasks ``beats_ssl`` (a pre-trained BEATs), ``beats_tokenizer`` of kind distilled (a
     Tokenizers file; the estimator is dropped) and ``finetune`` with a BEATs encoder, mean pooling and

@@ -31,7 +31,7 @@ from torch import nn
 from audiossl.models.beats.backbone import BEATsBackbone, TransformerEncoder
 from audiossl.models.beats.config import BEATsConfig
 from audiossl.models.beats.tokenizer import ModuleRef, freeze
-from audiossl.tasks.abs_task import AbsTrainModel
+from audiossl.models.abs_train_model import AbsTrainModel
 
 logger = logging.getLogger(__name__)
 

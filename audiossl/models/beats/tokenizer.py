@@ -35,7 +35,7 @@ from audiossl.models.abs_encoder import AbsEncoder, EncoderOutput
 from audiossl.models.beats.backbone import BEATsBackbone, TransformerEncoder, chunk_padding_mask
 from audiossl.models.beats.config import BEATsConfig
 from audiossl.models.beats.quantizer import NormEMAQuantizer, l2norm
-from audiossl.tasks.abs_task import AbsTrainModel
+from audiossl.models.abs_train_model import AbsTrainModel
 
 logger = logging.getLogger(__name__)
 

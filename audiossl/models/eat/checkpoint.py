@@ -12,11 +12,14 @@ Released layouts (design notes section 4):
   ``pytorch_model.bin``): ``model.{local_encoder.proj, extra_tokens, fixed_positional_encoder.positions,
   pre_norm, blocks.{i}}.*``; fine-tuned ones add ``model.fc_norm.*`` (eps 1e-5) and ``model.head.*``.
 
-Position tables have 512 rows (64 time patches, older checkpoints) or 6144 (768, current code). We
-keep the table as a constant rather than a weight: import checks the file's table against the 2-D
-sin-cos formula and records its length as ``max_time_patches``, export writes it back.
+Position tables have 512 rows (64 time patches, older checkpoints) or 6144 (768, current code). The
+official code computes them in float32 numpy, ~6e-5 from our float64-then-rounded formula: import
+keeps the file's own table, as it is, in the encoder's ``pos_embed`` buffer (and records its length
+as ``max_time_patches``), warns when it is not the fixed 2-D sin-cos table at all, and export writes
+back exactly what was read, so import -> export is bit-exact and the model computes what the
+official code computes with that file.
 
-:func:`import_official` returns an :class:`ImportedModel` for :func:`audiossl.train.checkpoint.save_model`:
+:func:`import_official` returns an :class:`ImportedModel` for :func:`audiossl.models.checkpoint.save_model`:
 pre-trained files become task ``eat_pretrain`` (``encoder.*``, ``decoder.*``, ``teacher.*``), fine-tuned
 ones task ``finetune`` (``encoder.*``, ``head_norm.*``, ``head.*``, CLS pooling; the classifier of
 :mod:`audiossl.models.classifier`). :func:`export_official` goes back to either layout. Key mapping is
@@ -42,7 +45,7 @@ import torch
 from audiossl.data.fbank import EAT_NORM
 from audiossl.models.eat.encoder import EATEncoder, sincos_positions_2d
 from audiossl.models.eat.pretrain import EATPretrainConfig, EATPretrainModel
-from audiossl.train.checkpoint import ImportedModel, atomic_save
+from audiossl.models.checkpoint import CheckpointMismatch, ImportedModel, atomic_save, check_state_dict
 
 # The released EAT models were pre-trained (and fine-tuned) on AudioSet with its constants
 # (data/raw_audio_dataset.py:415-416), and fine-tuned on 1024-frame inputs (scripts/finetuning_AS2M.sh
@@ -65,10 +68,6 @@ HF_HEAD_NORM_EPS = 1e-5  # the Hugging Face port's fc_norm uses nn.LayerNorm's d
 POSITION_TOLERANCE = 5e-4  # official tables are float32 numpy: ~6e-5 off the exact values
 
 
-class CheckpointMismatch(ValueError):
-    """The checkpoint's keys or shapes do not fit the model; the message lists the differences."""
-
-
 # --------------------------------------------------------------------------------------------
 # Key names
 # --------------------------------------------------------------------------------------------
@@ -83,6 +82,8 @@ class _EncoderNames:
     blocks: str
 
     def ours_to_theirs(self, name: str) -> str:
+        if name == "pos_embed":
+            return self.positions
         for ours, theirs in (("patch_embed.proj.", self.patch), ("norm.", self.norm), ("blocks.", self.blocks)):
             if name.startswith(ours):
                 return theirs + name[len(ours):]
@@ -90,10 +91,10 @@ class _EncoderNames:
             return self.cls
         raise KeyError(f"no official name for encoder key {name!r}")
 
-    def theirs_to_ours(self, name: str) -> str | None:
-        """Our name for an official key, None for the position table, KeyError if unknown."""
+    def theirs_to_ours(self, name: str) -> str:
+        """Our name for an official key; KeyError if unknown."""
         if name == self.positions:
-            return None
+            return "pos_embed"
         if name == self.cls:
             return "cls_token"
         for ours, theirs in (("patch_embed.proj.", self.patch), ("norm.", self.norm), ("blocks.", self.blocks)):
@@ -365,15 +366,14 @@ def _config_from_tensors(
 
 
 def _check_positions(table: torch.Tensor, cfg: EATPretrainConfig, where: str) -> None:
+    """Warn when a file's position table is not the fixed 2-D sin-cos one (it is kept either way)."""
     D = cfg.embed_dim
-    freq = cfg.num_mel_bins // cfg.patch_size
-    ours = sincos_positions_2d(cfg.max_time_patches, freq, D)
-    theirs = table.reshape(-1, D).float()
-    diff = (ours - theirs).abs().max().item()
+    ours = sincos_positions_2d(cfg.max_time_patches, cfg.num_mel_bins // cfg.patch_size, D)
+    diff = (ours - table.reshape(-1, D).float()).abs().max().item()
     if diff > POSITION_TOLERANCE:
-        raise CheckpointMismatch(
-            f"{where}: its position table differs from the fixed 2-D sin-cos table by up to {diff:.3g}; "
-            "a checkpoint with learned or differently ordered positions cannot be imported"
+        logger.warning(
+            "%s: its position table differs from the fixed 2-D sin-cos table by up to %.3g (official files: "
+            "~6e-5): kept as stored, the model uses it, and an export writes it back", where, diff,
         )
 
 
@@ -391,29 +391,9 @@ def _rename_encoder(
         except KeyError:
             leftovers.append(key)
             continue
-        if ours is not None:
-            out[prefix + ours] = value.detach().clone()
-
-
-def _check_against_model(
-    state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], leftovers: list[str], where: str
-) -> None:
-    """Raise a readable diff unless ``state`` has exactly the keys and shapes of ``expected``."""
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(leftovers) | (set(state) - set(expected)))
-    shapes = [
-        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected)) if state[k].shape != expected[k].shape
-    ]
-    if missing or unexpected or shapes:
-        lines = [f"{where}: does not fit the EAT model it describes"]
-        for title, items in (("missing (model keys absent from the checkpoint)", missing),
-                             ("unexpected (checkpoint keys with no place in the model)", unexpected),
-                             ("shape mismatch", shapes)):
-            if items:
-                lines.append(f"  {title}, {len(items)}:")
-                lines += [f"    {item}" for item in items[:20]] + (["    ..."] if len(items) > 20 else [])
-        raise CheckpointMismatch("\n".join(lines))
+        if ours == "pos_embed":  # official (1, rows, D) -> ours (rows, D), the same values
+            value = value.reshape(-1, value.shape[-1])
+        out[prefix + ours] = value.detach().clone()
 
 
 def _detect_layout(state: dict[str, Any]) -> tuple[str, bool]:
@@ -438,7 +418,7 @@ def import_official(path: str | os.PathLike, layout: str = "auto", use_teacher: 
             encoder instead of the student (official fine-tuning starts from the student).
 
     Returns:
-        An :class:`ImportedModel`; pass its fields to ``audiossl.train.checkpoint.save_model``.
+        An :class:`ImportedModel`; pass its fields to ``audiossl.models.checkpoint.save_model``.
     """
     assert layout in ("auto",) + LAYOUTS, f"layout must be auto, fairseq or hf, got {layout!r}"
     where = str(path)
@@ -494,7 +474,7 @@ def import_official(path: str | os.PathLike, layout: str = "auto", use_teacher: 
     if isinstance(raw, dict) and raw.get("optimizer_history"):
         num_updates = int(_plain(raw["optimizer_history"])[-1].get("num_updates", 0) or 0)
     out["num_updates"] = torch.tensor(num_updates, dtype=torch.long)
-    _check_against_model(out, fresh, leftovers, where)
+    check_state_dict(fresh, out, f"{where}: as an EAT model", unplaced=tuple(leftovers))
     extra.update(use_teacher=use_teacher, num_updates=num_updates)
     return ImportedModel(PRETRAIN_TASK, asdict(cfg), out, extra, RELEASED_DATA)
 
@@ -524,7 +504,7 @@ def _import_finetuned(
     expected["head.weight"], expected["head.bias"] = torch.empty(num_classes, D), torch.empty(num_classes)
     if head_norm:
         expected["head_norm.weight"], expected["head_norm.bias"] = torch.empty(D), torch.empty(D)
-    _check_against_model(out, expected, leftovers, where)
+    check_state_dict(expected, out, f"{where}: as an EAT model", unplaced=tuple(leftovers))
 
     model_config = finetune_model_config(cfg, num_classes, head_norm=head_norm, head_norm_eps=eps)
     extra.update(pooling="cls", encoder_task=PRETRAIN_TASK, encoder=model_config["encoder"])
@@ -558,16 +538,15 @@ def _label_names(official: dict[str, Any], num_classes: int) -> list[str] | None
 # --------------------------------------------------------------------------------------------
 # Export
 # --------------------------------------------------------------------------------------------
-def _positions(cfg: EATPretrainConfig) -> torch.Tensor:
-    freq = cfg.num_mel_bins // cfg.patch_size
-    return sincos_positions_2d(cfg.max_time_patches, freq, cfg.embed_dim).unsqueeze(0)  # (1, rows, D)
-
-
 def _export_encoder(
     state: dict[str, torch.Tensor], prefix: str, names: _EncoderNames, cfg: EATPretrainConfig
 ) -> dict[str, torch.Tensor]:
-    out = {names.ours_to_theirs(k[len(prefix):]): v.clone() for k, v in state.items() if k.startswith(prefix)}
-    out[names.positions] = _positions(cfg)
+    own = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    if "pos_embed" not in own:  # a model.pt written before the table was kept: the formula's
+        freq = cfg.num_mel_bins // cfg.patch_size
+        own["pos_embed"] = sincos_positions_2d(cfg.max_time_patches, freq, cfg.embed_dim)
+    out = {names.ours_to_theirs(k): v.clone() for k, v in own.items()}
+    out[names.positions] = out[names.positions].unsqueeze(0)  # (1, rows, D), as the official files
     return out
 
 
@@ -589,18 +568,39 @@ def _official_model_cfg(cfg: EATPretrainConfig) -> dict[str, Any]:
     }
 
 
-def _hf_config(cfg: EATPretrainConfig, variant: str, num_classes: int) -> dict[str, Any]:
+# The released Hugging Face models load with AutoModel.from_pretrained(..., trust_remote_code=True):
+# their config.json names the architecture and, in auto_map, the code that builds it. Our exports
+# carry no code of their own: auto_map points at the released repositories' code ("<repo>--<module>.<class>",
+# which transformers fetches from that repository), so an export loads the same way.
+HF_CODE_REPOS = {"pretrain": "worstchan/EAT-base_epoch30_pretrain", "finetune": "worstchan/EAT-base_epoch30_finetune_AS2M"}
+HF_RELEASED_NUM_CLASSES = 527  # what the released configs say, pre-trained ones included (AudioSet's classes)
+
+
+def _hf_config(cfg: EATPretrainConfig, variant: str, num_classes: int, input_frames: int, code_repo: str) -> dict[str, Any]:
+    """The ``config.json`` of a Hugging Face export: every field of the released EAT configs."""
     return {
-        "model_type": "eat", "embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads,
-        "mlp_ratio": cfg.mlp_ratio, "patch_size": cfg.patch_size, "mel_bins": cfg.num_mel_bins,
-        "max_length": cfg.max_time_patches, "num_classes": num_classes, "model_variant": variant,
-        "layer_norm_first": False, "norm_eps": cfg.norm_eps, "qkv_bias": True,
+        "architectures": ["EATModel"],
+        "auto_map": {"AutoConfig": f"{code_repo}--configuration_eat.EATConfig",
+                     "AutoModel": f"{code_repo}--modeling_eat.EATModel"},
+        "model_type": "eat", "model_variant": variant,
+        "embed_dim": cfg.embed_dim, "depth": cfg.depth, "num_heads": cfg.num_heads, "mlp_ratio": cfg.mlp_ratio,
+        "patch_size": cfg.patch_size, "stride": cfg.patch_size, "in_chans": 1, "mel_bins": cfg.num_mel_bins,
+        "max_length": cfg.max_time_patches, "img_size": [input_frames, cfg.num_mel_bins],
+        "num_classes": num_classes, "qkv_bias": True, "drop_rate": 0.0, "attn_drop_rate": 0.0,
+        "activation_dropout": 0.0, "post_mlp_drop": 0.0, "start_drop_path_rate": 0.0, "end_drop_path_rate": 0.0,
+        "layer_norm_first": False, "norm_eps": cfg.norm_eps, "norm_affine": True, "fixed_positions": True,
+        "torch_dtype": "float32",
     }
 
 
-def export_official(model_pt: dict[str, Any], layout: str = "fairseq") -> dict[str, Any]:
+def export_official(model_pt: dict[str, Any], layout: str = "fairseq", hf_code_repo: str | None = None) -> dict[str, Any]:
     """Convert a loaded ``model.pt`` (``load_model``) of task eat_pretrain or finetune (EAT encoder)
     to a released layout.
+
+    Args:
+        hf_code_repo: for ``hf``, the Hugging Face repository whose ``configuration_eat.py`` and
+            ``modeling_eat.py`` the export's ``auto_map`` names (default: the released base model of
+            the variant, :data:`HF_CODE_REPOS`).
 
     Returns:
         fairseq: ``{'cfg': {'model': ...}, 'model': state dict (+ '_ema'), 'optimizer_history': [...]}``,
@@ -612,11 +612,13 @@ def export_official(model_pt: dict[str, Any], layout: str = "fairseq") -> dict[s
     assert layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {layout!r}"
     task, state = model_pt["task"], model_pt["model"]
     model_section = model_pt["config"].get("model", model_pt["config"])
+    frames = int((model_pt["config"].get("data") or {}).get("target_frames") or 1024)  # img_size of HF configs
     if task == PRETRAIN_TASK:
         cfg = EATPretrainConfig(**model_section)
         if layout == "hf":
             enc = _export_encoder(state, "encoder.", HF_NAMES, cfg)
-            return {"config": _hf_config(cfg, "pretrain", 0), "state_dict": enc}
+            config = _hf_config(cfg, "pretrain", HF_RELEASED_NUM_CLASSES, frames, hf_code_repo or HF_CODE_REPOS["pretrain"])
+            return {"config": config, "state_dict": enc}
         names = _fairseq_names()
         out = _export_encoder(state, "encoder.", names, cfg)
         out.update({
@@ -652,7 +654,8 @@ def export_official(model_pt: dict[str, Any], layout: str = "fairseq") -> dict[s
     if layout == "hf":
         out = _export_encoder(state, "encoder.", HF_NAMES, cfg)
         out.update({"model." + k.replace("head_norm.", "fc_norm."): v for k, v in head.items()})
-        return {"config": _hf_config(cfg, "finetune", num_classes), "state_dict": out}
+        config = _hf_config(cfg, "finetune", num_classes, frames, hf_code_repo or HF_CODE_REPOS["finetune"])
+        return {"config": config, "state_dict": out}
     out = _export_encoder(state, "encoder.", _fairseq_names("model."), cfg)
     out.update({k.replace("head_norm.", "fc_norm."): v for k, v in head.items()})
     official = {

@@ -204,9 +204,12 @@ class EATEncoder(AbsEncoder):
     """The EAT encoder (student or teacher). See the module docstring for the data flow.
 
     Parameter names: ``patch_embed.proj.*``, ``cls_token`` (1, 1, D), ``norm.*`` (input LayerNorm),
-    ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``. The position table is a
-    non-persistent buffer (a constant, not a weight); checkpoint import checks the official one
-    against it.
+    ``blocks.{i}.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}.*``. The position table
+    ``pos_embed`` (max_time_patches * F/p, D) is a buffer (fixed, never trained) kept in the state
+    dict, so that a model imported from an official file keeps that file's own float32 table (the
+    official code computes it in float32 numpy, ~6e-5 from ours) and exports it back bit for bit.
+    A state dict written before the table was kept gets the formula's table
+    (:meth:`upgrade_state_dict`).
     """
 
     def __init__(self, cfg: EATEncoderConfig):
@@ -217,11 +220,22 @@ class EATEncoder(AbsEncoder):
         self.patch_embed = PatchEmbed(cfg.patch_size, cfg.embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, cfg.embed_dim))
         pos = sincos_positions_2d(cfg.max_time_patches, cfg.freq_patches, cfg.embed_dim)
-        self.register_buffer("pos_embed", pos, persistent=False)  # (max_time_patches * F/p, D)
+        self.register_buffer("pos_embed", pos)  # (max_time_patches * F/p, D)
         self.norm = nn.LayerNorm(cfg.embed_dim, eps=cfg.norm_eps)
         rates = [cfg.drop_path_rate * i / max(cfg.depth - 1, 1) for i in range(cfg.depth)]
         self.blocks = nn.ModuleList([Block(cfg, rates[i]) for i in range(cfg.depth)])
         init_eat_encoder_(self)
+
+    def standard_positions(self) -> torch.Tensor:
+        """The 2-D sin-cos table of this encoder's size, (max_time_patches * F/p, D) float32."""
+        cfg = self.cfg
+        return sincos_positions_2d(cfg.max_time_patches, cfg.freq_patches, cfg.embed_dim)
+
+    def upgrade_state_dict(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A state dict of an encoder saved before ``pos_embed`` was kept gets the formula's table."""
+        if "pos_embed" not in state and any(k.startswith("blocks.") for k in state):
+            state = {**state, "pos_embed": self.standard_positions()}
+        return state
 
     # --- pieces, used separately by pre-training (student on visible patches, teacher on all) ---
     def grid(self, num_frames: int) -> tuple[int, int]:

@@ -31,8 +31,8 @@ from audiossl.models.eat.decoder import EATDecoder, decoder_input
 from audiossl.models.eat.encoder import EATEncoder, EATEncoderConfig
 from audiossl.models.eat.masking import inverse_block_mask, kept_indices, masked_indices, num_kept_patches
 from audiossl.models.eat.targets import LOSS_SCALES, eat_loss, ema_decay_at, make_targets, mean_channel_std
-from audiossl.tasks.abs_task import AbsTrainModel
-from audiossl.train.ema import ema_update_
+from audiossl.models.abs_train_model import AbsTrainModel
+from audiossl.models.ema import ema_update_
 
 logger = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ import torch
 from audiossl.bin.extract import main as extract_main
 from audiossl.data.fbank import FeatureNorm, normalize
 from audiossl.models.beats.bpe import AcousticWords, codes_to_text, text_to_codes, train_bpe
-from audiossl.models.beats.checkpoint import load_encoder
-from audiossl.tasks.abs_task import DataInfo
+from audiossl.tasks.encoder import load_encoder
+from audiossl.data.dataset import DataInfo
 from audiossl.tasks.beats_ssl import BeatsSSLTask
 from audiossl.tasks.beats_tokenizer import BeatsTokenizerTask, load_tokenizer
-from audiossl.train.checkpoint import save_model
+from audiossl.models.checkpoint import save_model
 
 torch.set_num_threads(1)
 

@@ -97,8 +97,8 @@ def load_for_extraction(
 ) -> LoadedModel:
     """Load the encoder, tokenizer and/or classifier of a model.pt (eval mode, CPU), reading the
     file once."""
-    from audiossl.models.beats.checkpoint import load_encoder
-    from audiossl.train.checkpoint import load_model
+    from audiossl.tasks.encoder import load_encoder
+    from audiossl.models.checkpoint import load_model
 
     obj = load_model(model_path)
     task = obj["task"]
@@ -118,7 +118,7 @@ def load_for_extraction(
             raise ValueError(f"{model_path}: logits come from a fine-tuned model.pt (task 'finetune'), this one is of task {task!r}")
         from audiossl.tasks.finetune import load_finetuned
 
-        out.classifier = load_finetuned(obj)
+        out.classifier = load_finetuned(obj, source=str(model_path))
         out.window_frames = ((obj.get("config") or {}).get("data") or {}).get("target_frames")
         if need_encoder:
             out.encoder = out.classifier.encoder
