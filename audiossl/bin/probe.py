@@ -57,7 +57,9 @@ def get_parser() -> argparse.ArgumentParser:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a model.pt with an encoder (pre-trained or fine-tuned)")
     source.add_argument("--baseline", choices=BASELINES, help="a trivial baseline instead of a model: logmel")
-    parser.add_argument("--train", required=True, help="train dump dir (feats.scp, utt2label, labels.txt)")
+    parser.add_argument("--train", required=True, help="train dump dir (feats.scp or wav.scp, utt2label, labels.txt)")
+    parser.add_argument("--fbank-kind", choices=("beats", "eat"), default=None,
+                        help="the front end of raw audio dumps (wav.scp) [--model: the model's own; --baseline: required]")
     parser.add_argument("--valid", default=None,
                         help="validation dump dir [none: hold out 20%% of train; also when it is a --test dir]")
     parser.add_argument("--test", nargs="+", required=True, metavar="DUMP_DIR", help="test dump dir(s)")
@@ -94,7 +96,7 @@ def load_probe_encoder(model_path: str, random_init: bool, seed: int, norm_mean:
     import torch
 
     from audiossl.models.checkpoint import load_model
-    from audiossl.score.extract import resolve_model_norm
+    from audiossl.score.extract import fbank_kind, resolve_model_norm
     from audiossl.tasks.abs_task import AbsTask, get_task
     from audiossl.tasks.encoder import build_encoder, encoder_source, load_encoder
 
@@ -105,7 +107,7 @@ def load_probe_encoder(model_path: str, random_init: bool, seed: int, norm_mean:
                          "(give a pre-trained BEATs/EAT model.pt or a fine-tuned one)")
     if not any(k.startswith("encoder.") for k in obj.get("model") or {}):
         raise ValueError(f"{model_path}: no encoder.* weights in the file (task {obj['task']!r}): nothing to probe")
-    norm = resolve_model_norm(obj, norm_mean, norm_std)
+    norm = resolve_model_norm(obj, norm_mean, norm_std, where=str(model_path))
     encoder_task, enc_cfg = encoder_source(obj, model_path)
     if random_init:
         torch.manual_seed(seed)
@@ -114,8 +116,13 @@ def load_probe_encoder(model_path: str, random_init: bool, seed: int, norm_mean:
         logger.info("%s: %s encoder with random weights (seed %d): the from-scratch control", model_path, encoder_task, seed)
     else:
         encoder = load_encoder(obj, str(model_path))
+    try:
+        kind = fbank_kind(obj, str(model_path))  # the front end for raw audio dumps
+    except ValueError:
+        kind = None
     provenance = {
         "model": str(model_path),
+        "fbank_kind": kind,
         "random_init": bool(random_init),
         "encoder_task": encoder_task,
         "encoder": {"num_layers": int(encoder.num_layers), "embed_dim": int(encoder.embed_dim)},
@@ -151,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if args.baseline:
         def features(d: Path):
-            utts, x = logmel_stats(d)
+            utts, x = logmel_stats(d, args.fbank_kind)
             return utts, {"logmel": x}
 
         info = {"method": "baseline_logmel", "model": None, "random_init": False}
@@ -170,8 +177,9 @@ def main(argv: list[str] | None = None) -> int:
         if window < 0:
             raise ValueError(f"--window-frames must be >= 0, got {window}")
         info.update(method="linear_probe", window_frames=int(window), pad_to_window=bool(fixed and window))
+        kind = args.fbank_kind or info.get("fbank_kind")
         features = functools.partial(encoder_embeddings, encoder, norm, layers=layer, batch_size=args.batch_size,
-                                     device=device, window_frames=window or None, pad_to_window=fixed)
+                                     device=device, window_frames=window or None, pad_to_window=fixed, fbank_kind=kind)
     report = run_probe(features, args.train, args.test, args.out, valid_dir=args.valid, multi_label=args.multi_label,
                        l2_grid=l2_grid, holdout_fraction=args.holdout, seed=args.seed, fit_device=device, info=info)
     logger.info("%s: layer %s, l2 %g, valid %s %.4f; %s", args.out, report["layer"], report["l2"], report["valid_metric"],

@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     from audiossl.data.windows import default_hop
+    from audiossl.score.extract import fbank_kind
     from audiossl.score.inference import resolve_norm, score_dump_dir
     from audiossl.tasks.finetune import load_finetuned
     from audiossl.models.checkpoint import load_model
@@ -84,8 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     if window is None:
         window = (config.get("data") or {}).get("target_frames") or 0
     multi_label = model.multi_label if args.multi_label is None else args.multi_label
+    try:
+        kind = fbank_kind(obj, args.model)  # the front end for a raw audio dump
+    except ValueError:
+        kind = None  # then only fbank dumps can be scored
     result = score_dump_dir(model, args.data, model.label_names, norm, window, args.hop_frames,
-                            args.reduce, args.batch_size, device)
+                            args.reduce, args.batch_size, device, fbank_kind=kind)
     info = {
         "model": args.model,
         "data": args.data,

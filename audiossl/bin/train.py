@@ -174,6 +174,8 @@ def _dry_run(cfg, split) -> int:
     d = cfg.data
     clips = d.samples_per_epoch if d.weighted_sampler else None
     scp = Path(d.train) / "feats.scp"
+    if not scp.is_file():
+        scp = Path(d.train) / "wav.scp"  # a raw audio dump
     if clips is None and scp.is_file():
         with open(scp, encoding="utf-8") as f:
             clips = sum(1 for line in f if line.strip())

@@ -1,9 +1,11 @@
-"""Training data: a feature dump (``feats.scp`` + labels) -> cropped clips -> normalised batches.
+"""Training data: a dump (features or audio, + labels) -> cropped clips -> normalised batches.
 
-A dump dir (``dump/fbank_<kind>/<set>/``) holds ``feats.scp`` (kaldiio, raw log-mel (T, 128) float32),
-and optionally ``utt2label``, ``labels.txt``, ``utt2dur`` and ``stats.json``. Per clip,
-:class:`FeatsDataset` reads the raw log-mel and crops it to ``target_frames`` (a random window for
-training); :class:`FeatsWindows` gives every window that scoring cuts a clip into
+A dump dir holds ``feats.scp`` (``dump/fbank_<kind>/<set>/``: raw log-mel (T, 128) float32) or
+``wav.scp`` (``dump/raw/<set>/``: 16-kHz audio, turned into the log-mel of ``fbank_kind`` as it is
+read; see :mod:`audiossl.data.dump`), and optionally ``utt2label``, ``labels.txt``, ``utt2dur`` and
+the statistics. Per clip, :class:`FeatsDataset` reads the raw log-mel and crops it to
+``target_frames`` (a random window for training; from a raw dump only the samples of that window
+are decoded into features); :class:`FeatsWindows` gives every window that scoring cuts a clip into
 (``audiossl.data.windows``), which validation scores and averages per clip; :class:`Collator`
 zero-pads every clip of a batch to the same length IN LOG-MEL, BEFORE normalisation, and only then
 applies ``(x - mean) / (2 * std)``. So a padded frame holds ``-mean / (2 * std)`` after
@@ -15,19 +17,18 @@ position in the epoch), so a resumed run and a run on more processes crop exactl
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import kaldiio
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import Dataset
 
-from audiossl.data.datadir import read_kv
-from audiossl.data.fbank import FeatureNorm, digital_silence_frames
+from audiossl.data.dump import Dump, read_stats_norm
+from audiossl.data.fbank import BatchFbank, FeatureNorm, digital_silence_frames
 from audiossl.data.windows import active_windows, default_hop, window_starts
 
 logger = logging.getLogger(__name__)
@@ -95,37 +96,14 @@ def read_utt2dur(path: str | Path) -> dict[str, float]:
     return out
 
 
-def read_num_frames(dump_dir: str | Path, utt_ids: Sequence[str], read: Callable[[int], np.ndarray]) -> list[int]:
-    """Frames of each of ``utt_ids``: from ``<dump_dir>/utt2num_frames`` (written by the feature
-    stage) when it lists them all, else ``read(i).shape[0]`` for the i-th of them."""
-    path = Path(dump_dir) / "utt2num_frames"
-    if path.is_file():
-        kv = read_kv(path, check_sorted=False)
-        if all(u in kv for u in utt_ids):
-            return [int(kv[u]) for u in utt_ids]
-    logger.warning("%s: no complete utt2num_frames; reading every clip to get its length", dump_dir)
-    return [int(read(i).shape[0]) for i in range(len(utt_ids))]
-
-
-def read_stats_norm(dump_dir: str | Path) -> FeatureNorm:
-    """The global mean/std of ``<dump_dir>/stats.json`` as a FeatureNorm."""
-    path = Path(dump_dir) / "stats.json"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path}: no stats.json; compute it (python -m audiossl.bin.compute_stats) or set data.norm_mean and data.norm_std"
-        )
-    stats = json.loads(path.read_text())
-    try:
-        return FeatureNorm(mean=float(stats["mean"]), std=float(stats["std"]))
-    except KeyError as e:
-        raise ValueError(f"{path}: missing key {e.args[0]!r}") from None
-
-
-def resolve_norm(train_dir: str | Path, norm_mean: float | None, norm_std: float | None) -> FeatureNorm:
-    """The configured constants, or the train dir's stats.json when they are null."""
+def resolve_norm(
+    train_dir: str | Path, norm_mean: float | None, norm_std: float | None, fbank_kind: str | None = None,
+) -> FeatureNorm:
+    """The configured constants, or the train dump's statistics (stats.json; stats_<kind>.json of a
+    raw dump) when they are null."""
     if norm_mean is not None and norm_std is not None:
         return FeatureNorm(mean=norm_mean, std=norm_std)
-    return read_stats_norm(train_dir)
+    return read_stats_norm(train_dir, fbank_kind)
 
 
 # --------------------------------------------------------------------------------------------
@@ -135,13 +113,18 @@ class FeatsDataset(Dataset):
     """The clips of one dump dir, each cropped (not yet padded or normalised).
 
     Args:
-        dump_dir: directory with feats.scp (and optionally utt2label, labels.txt, utt2dur).
+        dump_dir: a dump dir (feats.scp or wav.scp, and optionally utt2label, labels.txt, utt2dur).
         target_frames: clips longer than this are cropped to it; None keeps whole clips.
         crop: "random" (a window chosen by the clip's seed), "active" (likewise, among the windows
             with the most frames that are not digital silence: a zero-padded clip, as a third of
             ESC-50's, is not cropped to its padding) or "start" (keep the first frames).
         label_names: the label tokens defining target indices (the training set's, so that a
             validation set maps labels the same way); None reads ``<dump_dir>/labels.txt``.
+        fbank_kind: the front end of a raw audio dump ("beats" or "eat"; ignored for fbank dumps).
+        waveform: a raw dump's items hold the crop's samples (``wave``, and ``wave_mean``, the whole
+            clip's mean) instead of features, for :class:`FbankOnDevice` to make them on the device.
+        sequential: read each ark (shard) front to back, keeping the records passed over for later
+            (``Dump``'s sequential reads; with :class:`audiossl.data.sampler.ShardedBatchSampler`).
 
     Items are indexed by ``i`` or by ``(i, seed)`` (what the batch sampler yields); the seed picks
     the random crop. An item is {"utt_id": str, "feats": (T, F) float32 raw log-mel,
@@ -154,18 +137,22 @@ class FeatsDataset(Dataset):
         target_frames: int | None = None,
         crop: str = "random",
         label_names: Sequence[str] | None = None,
+        fbank_kind: str | None = None,
+        waveform: bool = False,
+        sequential: bool = False,
     ):
         assert crop in CROPS, f"crop must be one of {CROPS}, got {crop!r}"
         self.dump_dir = Path(dump_dir)
         self.target_frames = target_frames
         self.crop = crop
-        scp = self.dump_dir / "feats.scp"
-        if not scp.is_file():
-            raise FileNotFoundError(f"{scp}: no feats.scp; run the feature stage (stage 2) for this set first")
-        self.feats = read_kv(scp, check_sorted=False)  # utt -> "<ark>:<offset>"
-        self.utt_ids: list[str] = list(self.feats)
-        if not self.utt_ids:
-            raise ValueError(f"{scp}: no utterances")
+        self.dump = Dump(self.dump_dir, fbank_kind, sequential=sequential)
+        if waveform and self.dump.type != "raw":
+            raise ValueError(f"{self.dump_dir}: features made on the device (data.frontend device) need a raw "
+                             "audio dump (wav.scp, stage 2 with --feats-type raw); this is an fbank dump")
+        self.waveform = waveform
+        self.utt_ids: list[str] = self.dump.utt_ids
+        # a raw dump decodes only the frames it crops: the clip lengths come from utt2num_samples
+        self._frames = self.dump.num_frames() if self.dump.type == "raw" else None
 
         labels_txt = self.dump_dir / "labels.txt"
         if label_names is None and labels_txt.is_file():
@@ -195,19 +182,7 @@ class FeatsDataset(Dataset):
         return out
 
     def _read(self, i: int) -> np.ndarray:
-        utt = self.utt_ids[i]
-        where = f"{self.dump_dir}/feats.scp: utterance {utt!r} ({self.feats[utt]})"
-        try:
-            mat = kaldiio.load_mat(self.feats[utt])
-        except Exception as e:
-            raise OSError(f"{where}: cannot read it: {e}") from e
-        if mat.ndim != 2:
-            raise ValueError(f"{where}: not a (frames, bins) matrix: shape {mat.shape}")
-        bad = mat.size - int(np.isfinite(mat).sum())
-        if bad:
-            raise ValueError(f"{where}: {bad} of its {mat.size} feature values are NaN or infinite; "
-                             "recompute this set's features (stage 2), which lists such utterances as bad")
-        return mat
+        return self.dump.feats(self.utt_ids[i])
 
     @property
     def num_classes(self) -> int:
@@ -226,25 +201,34 @@ class FeatsDataset(Dataset):
             durs = read_utt2dur(path)
             if all(u in durs for u in self.utt_ids):
                 return [int(round(durs[u] / FRAME_SHIFT_S)) for u in self.utt_ids]
-        logger.warning("%s: no complete utt2dur; reading every clip to get its length", self.dump_dir)
-        return [int(self._read(i).shape[0]) for i in range(len(self))]
+        return self._frames if self._frames is not None else self.dump.num_frames()
 
     def __len__(self) -> int:
         return len(self.utt_ids)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         i, seed = key if isinstance(key, tuple) else (key, None)
-        feats = torch.from_numpy(np.array(self._read(i), dtype=np.float32, copy=True))  # (T, F)
-        T = feats.shape[0]
-        if self.target_frames is not None and T > self.target_frames:
-            start = 0
+        utt, W = self.utt_ids[i], self.target_frames
+        T = self._frames[i] if self._frames is not None else None  # known without reading: raw dumps
+        feats = None
+        if T is None or self.crop == "active":  # read the clip's features (the active crop looks at them)
+            feats = torch.from_numpy(np.array(self._read(i), dtype=np.float32, copy=True))  # (T, F)
+            T = feats.shape[0]
+        start, num = 0, None
+        if W is not None and T > W:
+            num = W
             if self.crop == "random":
-                rng = np.random.default_rng(seed)
-                start = int(rng.integers(0, T - self.target_frames + 1))
+                start = int(np.random.default_rng(seed).integers(0, T - W + 1))
             elif self.crop == "active":
-                start = active_crop_start(feats.numpy(), self.target_frames, np.random.default_rng(seed))
-            feats = feats[start : start + self.target_frames]
-        return {"utt_id": self.utt_ids[i], "feats": feats, "targets": self._targets(i)}
+                start = active_crop_start(feats.numpy(), W, np.random.default_rng(seed))
+        item = {"utt_id": utt, "targets": self._targets(i)}
+        if self.waveform:  # the crop's samples; the features are made on the device (FbankOnDevice)
+            item["wave"], item["wave_mean"] = self.dump.samples(utt, start, num)
+        elif feats is not None:
+            item["feats"] = feats if num is None else feats[start:start + num]
+        else:  # a raw dump: only the crop's samples are turned into features
+            item["feats"] = torch.from_numpy(self.dump.feats(utt, start, num))
+        return item
 
     def _targets(self, i: int) -> torch.Tensor | None:
         """(C,) multi-hot of clip i, or None without utt2label."""
@@ -261,15 +245,15 @@ class FeatsWindows(FeatsDataset):
     scored ones.
 
     Args:
-        dump_dir, label_names: as :class:`FeatsDataset`.
+        dump_dir, label_names, fbank_kind: as :class:`FeatsDataset`.
         target_frames: W, the window length.
         hop: frames between window starts; None: ``default_hop(W)``, scoring's.
 
     An item is that of :class:`FeatsDataset` (``feats`` the window, at most W frames) plus
     ``"clip"``: the clip's index in feats.scp order, and ``"keep"``: False for a window of digital
     silence in a clip that has other windows (scoring leaves it out; its forward pass is still made,
-    to keep batches simple). Clip lengths come from ``utt2num_frames`` (written by stage 2), else
-    from reading every clip.
+    to keep batches simple). Clip lengths come from ``utt2num_frames`` / ``utt2num_samples``
+    (written by stage 2), else from reading every clip.
     """
 
     def __init__(
@@ -278,12 +262,14 @@ class FeatsWindows(FeatsDataset):
         target_frames: int,
         hop: int | None = None,
         label_names: Sequence[str] | None = None,
+        fbank_kind: str | None = None,
     ):
         assert target_frames and target_frames > 0, f"windows need target_frames > 0, got {target_frames!r}"
-        super().__init__(dump_dir, target_frames=target_frames, crop="start", label_names=label_names)
+        super().__init__(dump_dir, target_frames=target_frames, crop="start", label_names=label_names,
+                         fbank_kind=fbank_kind)
         self.hop = hop or default_hop(target_frames)
         assert self.hop > 0, f"hop must be positive, got {hop}"
-        frames = read_num_frames(self.dump_dir, self.utt_ids, self._read)
+        frames = self._frames if self._frames is not None else self.dump.num_frames()
         self.windows: list[tuple[int, int]] = [
             (i, start) for i, n in enumerate(frames) for start in window_starts(n, target_frames, self.hop)
         ]
@@ -331,6 +317,8 @@ class Collator:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         assert items, "cannot collate an empty batch"
+        if "wave" in items[0]:
+            return self._waves(items)
         lengths = [it["feats"].shape[0] for it in items]
         T = self.target_frames if self.target_frames is not None else max(lengths)
         B, F = len(items), items[0]["feats"].shape[1]
@@ -346,9 +334,53 @@ class Collator:
             "padding_mask": padding_mask,
             "utt_ids": [it["utt_id"] for it in items],
         }
+        self._labels(items, batch)
+        return batch
+
+    def _waves(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Waveform items (``FeatsDataset(waveform=True)``): zero-padded samples, lengths and means,
+        for :class:`FbankOnDevice`."""
+        lengths = torch.tensor([it["wave"].numel() for it in items], dtype=torch.long)
+        waves = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)
+        for b, it in enumerate(items):
+            waves[b, : lengths[b]] = it["wave"]
+        batch: dict[str, Any] = {
+            "wave": waves, "wave_lengths": lengths,
+            "wave_means": torch.stack([torch.as_tensor(it["wave_mean"], dtype=torch.float32) for it in items]),
+            "utt_ids": [it["utt_id"] for it in items],
+        }
+        self._labels(items, batch)
+        return batch
+
+    @staticmethod
+    def _labels(items: list[dict[str, Any]], batch: dict[str, Any]) -> None:
         if items[0]["targets"] is not None:
             batch["targets"] = torch.stack([it["targets"] for it in items])
         if "clip" in items[0]:  # windows of FeatsWindows: which clip, and whether scoring keeps it
             batch["clip"] = torch.tensor([it["clip"] for it in items], dtype=torch.long)
             batch["keep"] = torch.tensor([it["keep"] for it in items], dtype=torch.bool)
+
+
+class FbankOnDevice(nn.Module):
+    """A collated batch of waveforms (``Collator`` of ``FeatsDataset(waveform=True)``) -> the batch
+    ``Collator`` makes of features: the ``kind`` front end batched on the batch's device
+    (:class:`audiossl.data.fbank.BatchFbank`), zero-padded IN LOG-MEL to ``target_frames`` (or the
+    longest clip), normalised, ``padding_mask`` True on the padded frames. Move it to the training
+    device with the model."""
+
+    def __init__(self, kind: str, norm: FeatureNorm, target_frames: int | None = None):
+        super().__init__()
+        self.fbank = BatchFbank(kind)
+        self.kind, self.norm, self.target_frames = kind, norm, target_frames
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, Any]:
+        batch = dict(batch)
+        waves, lengths, means = batch.pop("wave"), batch.pop("wave_lengths"), batch.pop("wave_means")
+        feats, num_frames = self.fbank(waves, lengths, means if self.kind == "eat" else None)  # (B, T', F), zero tail
+        T = self.target_frames if self.target_frames is not None else feats.shape[1]
+        if feats.shape[1] < T:
+            feats = torch.nn.functional.pad(feats, (0, 0, 0, T - feats.shape[1]))
+        feats = feats[:, :T]
+        batch["padding_mask"] = torch.arange(T, device=feats.device) >= num_frames.unsqueeze(1)  # (B, T)
+        batch["feats"] = (feats - self.norm.mean) / (2 * self.norm.std)
         return batch

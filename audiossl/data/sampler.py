@@ -20,6 +20,7 @@ batches are shuffled, so a batch padded to its longest clip wastes little.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -63,6 +64,21 @@ def sample_seeds(seed: int, epoch: int, positions: np.ndarray) -> np.ndarray:
         base = _mix64(np.array([seed], dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(epoch))
         x = _mix64(base ^ (positions.astype(np.uint64) * np.uint64(0xD1B54A32D192ED03) + np.uint64(1)))
     return (x >> np.uint64(1)).astype(np.int64)
+
+
+def draw_epoch(rng: np.random.Generator, num_items: int, weights: np.ndarray | None, samples: int,
+               replacement: bool) -> np.ndarray:
+    """An epoch's clip indices: a permutation, or ``samples`` weighted draws with or without replacement."""
+    if weights is None:
+        return rng.permutation(num_items)
+    if replacement:
+        return rng.choice(num_items, size=samples, replace=True, p=weights / weights.sum())
+    # weighted draws without replacement: the k largest of u^(1/w), u ~ U(0, 1), in decreasing order,
+    # are k successive draws of the clips left (Efraimidis & Spirakis 2006)
+    with np.errstate(divide="ignore"):
+        keys = np.log(rng.random(num_items)) / weights  # -inf for weight 0
+    top = np.argpartition(-keys, samples - 1)[:samples]
+    return top[np.argsort(-keys[top], kind="stable")]
 
 
 @dataclass(frozen=True)
@@ -198,18 +214,7 @@ class DistributedBatchSampler(Sampler):
         if not self.shuffle:
             return np.arange(self.num_items)
         rng = np.random.default_rng(self.seed + epoch)
-        if self.weights is not None and self.replacement:
-            order = rng.choice(self.num_items, size=self.samples_per_epoch, replace=True, p=self.weights / self.weights.sum())
-        elif self.weights is not None:
-            # weighted draws without replacement: the k largest of u^(1/w), u ~ U(0, 1), in
-            # decreasing order, are k successive draws of the clips left (Efraimidis & Spirakis 2006)
-            with np.errstate(divide="ignore"):
-                keys = np.log(rng.random(self.num_items)) / self.weights  # -inf for weight 0
-            k = self.samples_per_epoch
-            top = np.argpartition(-keys, k - 1)[:k]
-            order = top[np.argsort(-keys[top], kind="stable")]
-        else:
-            order = rng.permutation(self.num_items)
+        order = draw_epoch(rng, self.num_items, self.weights, self.samples_per_epoch, self.replacement)
         if self.lengths is not None:
             order = self._length_buckets(order, rng)
         return order
@@ -240,6 +245,132 @@ class DistributedBatchSampler(Sampler):
             if lo >= hi:
                 continue
             yield [(int(order[p]), int(seeds[p])) for p in range(lo, hi)]
+
+    def __len__(self) -> int:
+        return self.batches_per_epoch - self.start
+
+
+class ShardedBatchSampler(Sampler):
+    """Mini-batches of ``(index, seed)`` for one rank that read the dump's shards front to back.
+
+    For dumps on a network file system, where a read per clip at a random offset costs a request and
+    a seek. Each epoch (a generator seeded with ``seed + epoch``): the shards are shuffled and dealt
+    to the G = num_replicas x num_workers *readers* (rank r's loader worker w is reader r x
+    num_workers + w and takes shards g, g + G, ... of the shuffled list); a reader goes through its
+    shards' clips in file order (a clip drawn k times by the weighted draw, k times; a clip not drawn,
+    never) and passes them through a shuffle buffer of ``buffer`` clips (each clip that comes in sends
+    a random buffered one out); its stream is cut into batches. Rank r's batches alternate between its
+    workers in the order the DataLoader hands batches to them (batch j to worker j mod num_workers),
+    so every worker reads its own shards front to back (:class:`audiossl.data.dump.Dump` with
+    ``sequential`` reads). Every reader gives the same number of batches, the epoch's clips over G
+    whole batches (rounded down to whole updates): a reader with fewer clips starts over on its own,
+    one with more leaves the rest.
+
+    Unlike :class:`DistributedBatchSampler`, the order depends on the world size and the number of
+    workers; a resume (``set_epoch(epoch, start)``) is exact with the same ones.
+
+    Args:
+        shards: clip indices of each shard, in file order (``Dump.shards()``).
+        batch_size, num_replicas, rank, seed, weights, samples_per_epoch, replacement, accum_grad: as
+            :class:`DistributedBatchSampler`.
+        num_workers: loader worker processes per rank (0 counts as 1: the main process reads).
+        buffer: clips in each reader's shuffle buffer.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[Sequence[int]],
+        batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        seed: int = 0,
+        num_workers: int = 1,
+        buffer: int = 1000,
+        weights: np.ndarray | None = None,
+        samples_per_epoch: int | None = None,
+        replacement: bool = True,
+        accum_grad: int = 1,
+    ):
+        self.shards = [np.asarray(s, dtype=np.int64) for s in shards if len(s)]
+        self.num_items = sum(len(s) for s in self.shards)
+        assert self.num_items > 0, "cannot sample from an empty dataset"
+        assert 0 <= rank < num_replicas, f"rank {rank} outside world size {num_replicas}"
+        assert batch_size >= 1 and accum_grad >= 1 and buffer >= 1, "bad batch_size, accum_grad or buffer"
+        self.batch_size, self.num_replicas, self.rank, self.seed = batch_size, num_replicas, rank, seed
+        self.global_batch = batch_size * num_replicas  # clips of one batch over all ranks
+        self.num_workers = max(1, num_workers)
+        self.buffer = buffer
+        self.weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.samples_per_epoch = samples_per_epoch or self.num_items
+        self.replacement = replacement
+        self.accum_grad = accum_grad
+        readers = num_replicas * self.num_workers
+        if len(self.shards) < readers:
+            logger.warning("%d shards for %d readers (%d processes x %d workers): some read the same shards; "
+                           "write more, smaller shards (make_raw.sh --shard-mb)", len(self.shards), readers,
+                           num_replicas, self.num_workers)
+        clips = self.samples_per_epoch if self.weights is not None else self.num_items
+        per_reader = clips // (readers * batch_size)  # batches of each reader
+        step = accum_grad // math.gcd(self.num_workers, accum_grad)  # whole updates per rank
+        per_reader = per_reader // step * step
+        if per_reader == 0:
+            raise ValueError(
+                f"an epoch of {clips} clips over {readers} readers ({num_replicas} processes x {self.num_workers} "
+                f"workers) does not give each one update's batches of {batch_size} clips; lower data.batch_size "
+                "or data.num_workers"
+            )
+        self.batches_per_reader = per_reader
+        self.batches_per_epoch = per_reader * self.num_workers
+        self.updates_per_epoch = self.batches_per_epoch // accum_grad
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Iterate epoch ``epoch`` from its ``start``-th batch (on every rank alike)."""
+        assert 0 <= start <= self.batches_per_epoch, f"start {start} outside the epoch's {self.batches_per_epoch} batches"
+        self.epoch, self.start = epoch, start
+
+    def reader_stream(self, epoch: int, reader: int) -> np.ndarray:
+        """The clip indices reader ``reader`` hands out in epoch ``epoch``, in batch order."""
+        rng = np.random.default_rng(self.seed + epoch)
+        counts = np.ones(self.num_items, dtype=np.int64)
+        if self.weights is not None:
+            counts = np.bincount(draw_epoch(rng, len(self.weights), self.weights, self.samples_per_epoch,
+                                            self.replacement), minlength=len(self.weights))
+        order = rng.permutation(len(self.shards))
+        readers = self.num_replicas * self.num_workers
+        mine = [self.shards[k] for k in order[reader % len(self.shards)::readers]]  # more readers than shards: shared
+        stream = np.concatenate([np.repeat(s, counts[s]) for s in mine])
+        need = self.batches_per_reader * self.batch_size
+        if len(stream) == 0:
+            raise ValueError(f"reader {reader} got shards without a drawn clip in epoch {epoch}; write more shards")
+        if len(stream) < need:  # too few: start over on the same shards
+            stream = np.resize(stream, need)
+        return self._shuffle(stream, np.random.default_rng([self.seed, epoch, reader]))[:need]
+
+    def _shuffle(self, stream: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """The order a shuffle buffer of ``self.buffer`` clips gives: fill it, then each clip that
+        comes in sends a random buffered one out; at the end the rest goes out in random order."""
+        out = np.empty_like(stream)
+        buf = list(stream[: self.buffer])
+        picks = rng.integers(0, self.buffer, size=max(len(stream) - self.buffer, 0))
+        for n, clip in enumerate(stream[self.buffer:]):
+            j = int(picks[n]) % len(buf)
+            out[n], buf[j] = buf[j], clip
+        tail = len(stream) - len(buf)
+        out[tail:] = np.asarray(buf, dtype=stream.dtype)[rng.permutation(len(buf))]
+        return out
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        W, bs = self.num_workers, self.batch_size
+        readers = [self.rank * W + w for w in range(W)]
+        streams = [self.reader_stream(self.epoch, g) for g in readers]
+        for b in range(self.start, self.batches_per_epoch):
+            w, k = b % W, b // W  # batch k of worker w
+            clips = streams[w][k * bs:(k + 1) * bs]
+            positions = readers[w] * self.batches_per_reader * bs + k * bs + np.arange(bs)
+            seeds = sample_seeds(self.seed, self.epoch, positions)
+            yield [(int(c), int(s)) for c, s in zip(clips, seeds)]
 
     def __len__(self) -> int:
         return self.batches_per_epoch - self.start

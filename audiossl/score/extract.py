@@ -25,7 +25,7 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import kaldiio
 import numpy as np
@@ -39,24 +39,14 @@ logger = logging.getLogger(__name__)
 OUTPUTS = ("frames", "clip", "tokens", "logits")
 
 
-def resolve_model_norm(obj: dict[str, Any], mean: float | None = None, std: float | None = None) -> FeatureNorm:
+def resolve_model_norm(obj: dict[str, Any], mean: float | None = None, std: float | None = None,
+                       where: str = "model.pt") -> FeatureNorm:
     """How a model.pt's features were normalised: explicit values, else the file's
-    ``config.data.norm_mean/norm_std``, else ``stats.json`` of its ``config.data.train`` dump (a path
-    relative to the recipe directory, the working directory of every stage)."""
-    if mean is not None and std is not None:
-        return FeatureNorm(mean=float(mean), std=float(std))
-    data = (obj.get("config") or {}).get("data") or {}
-    if data.get("norm_mean") is not None and data.get("norm_std") is not None:
-        return FeatureNorm(mean=float(data["norm_mean"]), std=float(data["norm_std"]))
-    train = data.get("train")
-    if train and (Path(train) / "stats.json").is_file():
-        from audiossl.data.dataset import resolve_norm
+    ``config.data.norm_mean/norm_std``, else the statistics of its ``config.data.train`` dump
+    (:func:`audiossl.score.inference.resolve_norm`)."""
+    from audiossl.score.inference import resolve_norm
 
-        return resolve_norm(train, None, None)
-    raise ValueError(
-        "cannot tell how this model normalised its features (no data.norm_mean/norm_std in its config and "
-        f"no {train or '<data.train>'}/stats.json here): pass the mean and std, e.g. from the training dump's stats.json"
-    )
+    return resolve_norm(obj.get("config") or {}, mean, std, where=where)
 
 
 # The fbank front end of each encoder task (the model family whose official code fixes it).
@@ -143,12 +133,12 @@ def audio_features(specs: dict[str, str], kind: str) -> Iterator[tuple[str, np.n
 
 
 def same_length_batches(
-    source: str | os.PathLike | Iterable[tuple[str, np.ndarray]], batch_size: int
+    source: Mapping[str, np.ndarray] | Iterable[tuple[str, np.ndarray]], batch_size: int
 ) -> Iterator[list[tuple[str, np.ndarray]]]:
     """Batches of (utt, (T, F) raw log-mel) of equal T, in order of first appearance; ``source`` is
-    a feats.scp or (utt, features) pairs."""
-    if isinstance(source, (str, os.PathLike)):
-        reader = kaldiio.load_scp(str(source))
+    a dump (:class:`audiossl.data.dump.Dump`, utt -> features) or (utt, features) pairs."""
+    if isinstance(source, Mapping):
+        reader = source
         source = ((utt, reader[utt]) for utt in reader)
     pending: dict[tuple[int, int], list[tuple[str, np.ndarray]]] = defaultdict(list)
     for utt, x in source:
@@ -171,7 +161,7 @@ def extract(
     device: str | torch.device = "cpu",
     audio: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Write the requested outputs for every utterance of ``feats_dir/feats.scp``, or of ``audio``
+    """Write the requested outputs for every utterance of the dump ``feats_dir`` (fbank or raw), or of ``audio``
     (``utt -> wav.scp value``, through the model's front end), into ``out_dir``.
 
     Args:
@@ -189,9 +179,9 @@ def extract(
             raise ValueError("cannot tell this model's front end: extract from a feature dump (--feats) instead")
         source: Any = audio_features(audio, model.fbank_kind)
     else:
-        source = Path(feats_dir) / "feats.scp"
-        if not source.is_file():
-            raise FileNotFoundError(f"{source}: no such file (a feature dump dir has feats.scp)")
+        from audiossl.data.dump import Dump
+
+        source = Dump(feats_dir, model.fbank_kind)  # a raw dump goes through the model's front end
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(device)

@@ -21,7 +21,6 @@ config's ``data.norm_mean`` / ``data.norm_std``, else the ``stats.json`` of its 
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 from dataclasses import dataclass
@@ -29,12 +28,11 @@ from pathlib import Path
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import kaldiio
 import numpy as np
 import torch
 
 from audiossl.data.datadir import read_kv, read_labels
-from audiossl.data.dataset import read_num_frames
+from audiossl.data.dump import Dump, read_stats_norm, stats_path
 from audiossl.data.fbank import FeatureNorm
 from audiossl.data.windows import active_windows, default_hop, window_starts
 
@@ -71,11 +69,10 @@ def resolve_norm(
     data = config.get("data") or {}
     if data.get("norm_mean") is not None and data.get("norm_std") is not None:
         return FeatureNorm(float(data["norm_mean"]), float(data["norm_std"]))
-    train = data.get("train")
-    stats = Path(train) / "stats.json" if train else None
+    train = data.get("train")  # a path relative to the recipe directory, every stage's working directory
+    stats = stats_path(train, data.get("fbank_kind")) if train else None
     if stats is not None and stats.is_file():
-        s = json.loads(stats.read_text())
-        return FeatureNorm(float(s["mean"]), float(s["std"]))
+        return read_stats_norm(train, data.get("fbank_kind"))
     raise ValueError(
         f"{where}: cannot tell how to normalise the features: its config has no data.norm_mean/norm_std"
         + (f" and {stats} does not exist" if stats is not None else "")
@@ -130,17 +127,15 @@ def score_dump_dir(
     reduce: Literal["mean", "max"] = "mean",
     batch_size: int = 16,
     device: str | torch.device = "cpu",
+    fbank_kind: str | None = None,
 ) -> ScoreResult:
-    """Score every utterance of ``<dump_dir>/feats.scp`` with ``model.predict`` (see
-    :func:`score_features`) and read its targets."""
+    """Score every utterance of a dump (fbank, or raw through the ``fbank_kind`` front end) with
+    ``model.predict`` (see :func:`score_features`) and read its targets."""
     dump_dir = Path(dump_dir)
-    scp = dump_dir / "feats.scp"
-    if not scp.is_file():
-        raise FileNotFoundError(f"{scp}: no such file; run the feature extraction stage for {dump_dir}")
-    feats = kaldiio.load_scp(str(scp))
-    utt_ids = list(feats.keys())
+    feats = Dump(dump_dir, fbank_kind)
+    utt_ids = feats.utt_ids
     clips = _LazyClips(feats, utt_ids)
-    num_frames = None if window_frames else read_num_frames(dump_dir, utt_ids, lambda n: feats[utt_ids[n]])
+    num_frames = None if window_frames else feats.num_frames()
     scores, counts = score_features(model, clips, norm, window_frames, hop_frames, reduce, batch_size, device, num_frames)
     assert scores.shape[1] == len(label_names), f"model gave {scores.shape[1]} scores per clip, expected {len(label_names)}"
     targets, display = read_targets(dump_dir, utt_ids, label_names)
@@ -149,7 +144,7 @@ def score_dump_dir(
 
 
 class _LazyClips(Sequence):
-    """The raw (T, F) features of a feats.scp, read when asked for."""
+    """The raw (T, F) features of a dump, read when asked for."""
 
     def __init__(self, reader, utt_ids: list[str]):
         self.reader, self.utt_ids = reader, utt_ids

@@ -39,12 +39,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import kaldiio
 import numpy as np
 import torch
 from torch import nn
 
 from audiossl.data.datadir import read_labels
+from audiossl.data.dump import Dump
 from audiossl.data.fbank import FeatureNorm, digital_silence_frames, normalize
 from audiossl.data.windows import active_windows, default_hop, window_starts
 from audiossl.score.extract import layer_index, same_length_batches
@@ -107,8 +107,9 @@ def encoder_embeddings(
     device: str | torch.device = "cpu",
     window_frames: int | None = None,
     pad_to_window: bool | None = None,
+    fbank_kind: str | None = None,
 ) -> tuple[list[str], dict[int, np.ndarray]]:
-    """Clip embeddings of every utterance of ``<dump_dir>/feats.scp`` (see the module docstring).
+    """Clip embeddings of every utterance of a dump (see the module docstring).
 
     Args:
         encoder: an AbsEncoder; used in eval mode, frozen.
@@ -118,14 +119,12 @@ def encoder_embeddings(
         window_frames: W: longer clips are cut into windows of W frames, hop W/2; None or 0: whole clips.
         pad_to_window: zero-pad clips shorter than W to W (with the padding mask); None: for
             encoders that take fixed-length input (:func:`takes_fixed_length`).
+        fbank_kind: the encoder's front end, for a raw audio dump (:class:`audiossl.data.dump.Dump`).
 
     Returns:
-        (utterance ids in feats.scp order, {layer: (N, D) float32}).
+        (utterance ids in the dump's order, {layer: (N, D) float32}).
     """
-    dump_dir = Path(dump_dir)
-    scp = dump_dir / "feats.scp"
-    if not scp.is_file():
-        raise FileNotFoundError(f"{scp}: no such file; run the feature extraction stage for {dump_dir}")
+    dump = Dump(dump_dir, fbank_kind)
     window = int(window_frames) if window_frames else None
     if pad_to_window is None:
         pad_to_window = takes_fixed_length(encoder)
@@ -136,7 +135,7 @@ def encoder_embeddings(
         raise ValueError(f"window_frames {window} is shorter than one patch row of the encoder ({patch} frames)")
     device = torch.device(device)
     encoder.to(device).eval()
-    order = list(kaldiio.load_scp(str(scp)).keys())
+    order = dump.utt_ids
     pooled: dict[str, dict[int, np.ndarray]] = {}
     pad_value = -norm.mean / (2 * norm.std)  # a zero of raw log-mel, normalised
     n_windows = n_short = 0
@@ -167,7 +166,7 @@ def encoder_embeddings(
             out.append(_pool(h, enc.padding_mask))
         return out
 
-    for batch in same_length_batches(scp, batch_size):
+    for batch in same_length_batches(dump, batch_size):
         utts = [u for u, _ in batch]
         raw = [np.asarray(a, dtype=np.float32) for _, a in batch]
         x = normalize(torch.from_numpy(np.stack(raw)), norm)  # (B, T, F)
@@ -191,7 +190,7 @@ def encoder_embeddings(
         if len(pooled) // LOG_EVERY != (len(pooled) - B) // LOG_EVERY:
             logger.info("%s: embedded %d of %d clips", dump_dir, len(pooled), len(order))
     missing = [u for u in order if u not in pooled]
-    assert not missing, f"{scp}: no embedding for {missing[:5]}"
+    assert not missing, f"{dump.scp}: no embedding for {missing[:5]}"
     out = {layer: np.stack([pooled[u][layer] for u in order]).astype(np.float32) for layer in wanted}
     if n_short:
         logger.warning("%s: %d clips are shorter than one patch row (%s frames): zero-padded to it, pooled over their real tokens",
@@ -210,18 +209,14 @@ def _ranges(layers: list[int]) -> str:
 # --------------------------------------------------------------------------------------------
 # The trivial baseline
 # --------------------------------------------------------------------------------------------
-def logmel_stats(dump_dir: str | Path) -> tuple[list[str], np.ndarray]:
+def logmel_stats(dump_dir: str | Path, fbank_kind: str | None = None) -> tuple[list[str], np.ndarray]:
     """The trivial baseline's features: per clip the (F,) mean and (F,) standard deviation over time
     of each raw log-mel bin, digital-silence frames left out (all frames if every frame is silence).
 
     Returns:
-        (utterance ids in feats.scp order, (N, 2F) float32: means then standard deviations).
+        (utterance ids in the dump's order, (N, 2F) float32: means then standard deviations).
     """
-    dump_dir = Path(dump_dir)
-    scp = dump_dir / "feats.scp"
-    if not scp.is_file():
-        raise FileNotFoundError(f"{scp}: no such file; run the feature extraction stage for {dump_dir}")
-    reader = kaldiio.load_scp(str(scp))
+    reader = Dump(dump_dir, fbank_kind)
     utts, rows = [], []
     all_silent = dropped = total = 0
     for utt in reader:
@@ -245,10 +240,10 @@ def logmel_stats(dump_dir: str | Path) -> tuple[list[str], np.ndarray]:
 # --------------------------------------------------------------------------------------------
 def score_dir_name(dump_dir: str | Path) -> str:
     """The score dir of a test dump, as the template's stage 6 names it: the set name (the path below
-    ``dump/fbank_<kind>/``, else the last component) with "/" replaced by "_"."""
+    ``dump/fbank_<kind>/`` or ``dump/raw/``, else the last component) with "/" replaced by "_"."""
     parts = Path(dump_dir).parts
     for i in range(len(parts) - 1, -1, -1):
-        if parts[i].startswith("fbank_") and i + 1 < len(parts):
+        if (parts[i].startswith("fbank_") or parts[i] == "raw") and i + 1 < len(parts):
             return "_".join(parts[i + 1 :])
     for i in range(len(parts) - 1, -1, -1):
         if parts[i] == "dump" and i + 1 < len(parts):

@@ -56,10 +56,14 @@ class ConfigError(ValueError):
 class DataConfig:
     """Where the features are and how batches are made (``audiossl.data.dataset``)."""
 
-    train: str = ""  # dump dir with feats.scp (required), relative to the recipe dir
+    train: str = ""  # dump dir (required), relative to the recipe dir: feats.scp (fbank) or wav.scp (raw)
     valid: str | None = None  # dump dir for validation; None: no validation
-    norm_mean: float | None = None  # None: "mean" of <train>/stats.json
-    norm_std: float | None = None  # None: "std" of <train>/stats.json
+    fbank_kind: Literal["beats", "eat"] | None = None  # the front end that turns a raw dump's audio
+    # into features (required for raw dumps; an fbank dump's was fixed when it was written)
+    frontend: Literal["loader", "device"] = "loader"  # where a raw dump's training features are
+    # computed: in the loader workers, or batched on the training device after collation
+    norm_mean: float | None = None  # None: "mean" of <train>/stats.json (stats_<kind>.json, raw)
+    norm_std: float | None = None  # None: "std" of <train>/stats.json (stats_<kind>.json, raw)
     target_frames: int | None = None  # crop/zero-pad every clip to this; None: pad to the batch's longest
     crop: Literal["random", "active", "start"] = "random"  # training crop of clips longer than target_frames
     # (active: random among the crops with the most frames that are not digital silence)
@@ -71,6 +75,11 @@ class DataConfig:
     max_batch_per_device: int | None = None  # most clips of one forward pass; more per process are
     # accumulated (None: the whole share of a process in one pass)
     num_workers: int = 2  # DataLoader worker processes per training process
+    reading: Literal["random", "sequential"] = "random"  # random: clips in any order (the same batches
+    # on any number of processes); sequential: each loader worker reads its own shards (the dump's ark
+    # files) front to back through a shuffle buffer, for network file systems (audiossl.data.sampler.
+    # ShardedBatchSampler; needs target_frames)
+    shuffle_buffer: int = 1000  # clips in each worker's shuffle buffer (reading: sequential)
     weighted_sampler: bool = False  # label-balanced sampling (AudioSet); see sample_with_replacement
     samples_per_epoch: int | None = None  # clips per epoch; None: the size of the train set
     sample_with_replacement: bool = True  # weighted_sampler draws with replacement; false: each clip at

@@ -170,7 +170,7 @@ def describe_schedule(cfg: OptimConfig, global_batch: int, clips_per_epoch: int 
         resolve_epoch_schedule(cfg, per_epoch)
         lines.append(f"train set: {clips_per_epoch} clips per epoch = {per_epoch} updates of {global_batch} clips")
     elif cfg.max_epochs > 0 or cfg.warmup_epochs > 0:
-        lines.append("train set unknown (data.train has no feats.scp yet): the epoch-based lengths cannot be resolved")
+        lines.append("train set unknown (data.train has no feats.scp or wav.scp yet): the epoch-based lengths cannot be resolved")
         return lines
     total, warmup = cfg.max_updates, cfg.warmup_updates
     epochs = f" = {total * global_batch / clips_per_epoch:.2f} epochs" if clips_per_epoch else ""

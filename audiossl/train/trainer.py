@@ -49,8 +49,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from audiossl.data.dataset import Collator, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
-from audiossl.data.sampler import DistributedBatchSampler, label_balanced_weights, split_global_batch
+from audiossl.data.dataset import Collator, FbankOnDevice, FeatsDataset, FeatsWindows, read_labels_txt, resolve_norm
+from audiossl.data.sampler import DistributedBatchSampler, ShardedBatchSampler, label_balanced_weights, split_global_batch
 from audiossl.models.abs_train_model import AbsTrainModel
 from audiossl.tasks.abs_task import get_task
 from audiossl.models.checkpoint import WriteError, atomic_save, save_model
@@ -195,8 +195,15 @@ class Trainer:
     def _build_data(self) -> None:
         d = self.cfg.data
         self.split = split_global_batch(d.batch_size, self.dist.world_size, d.max_batch_per_device)
-        self.train_set = FeatsDataset(d.train, target_frames=d.target_frames, crop=d.crop)
-        self.norm = resolve_norm(d.train, d.norm_mean, d.norm_std)
+        on_device, sequential = d.frontend == "device", d.reading == "sequential"
+        if sequential and d.target_frames is None:
+            raise ValueError("data.reading sequential needs data.target_frames (batches of clips of any length "
+                             "are grouped by length, which reading in file order cannot do)")
+        self.train_set = FeatsDataset(d.train, target_frames=d.target_frames, crop=d.crop, fbank_kind=d.fbank_kind,
+                                      waveform=on_device, sequential=sequential)
+        self.norm = resolve_norm(d.train, d.norm_mean, d.norm_std, d.fbank_kind)
+        # a raw dump's training features made on the device, batched (validation's in the loader)
+        self.frontend = FbankOnDevice(d.fbank_kind, self.norm, d.target_frames).to(self.device) if on_device else None
         self.data_info = self.train_set.data_info()
         weights = None
         if d.weighted_sampler:
@@ -204,28 +211,38 @@ class Trainer:
                 raise ValueError(f"{d.train}: data.weighted_sampler needs utt2label and labels.txt")
             weights = label_balanced_weights(self.train_set.labels, self.train_set.num_classes)
         lengths = self.train_set.lengths() if d.target_frames is None else None
-        self.sampler = DistributedBatchSampler(
-            len(self.train_set),
-            self.split.micro,
-            num_replicas=self.dist.world_size,
-            rank=self.dist.rank,
-            seed=self.cfg.trainer.seed,
-            shuffle=True,
-            weights=weights,
-            samples_per_epoch=d.samples_per_epoch,
-            lengths=lengths,
-            accum_grad=self.split.accum,
-            replacement=d.sample_with_replacement,
-        )
+        if sequential:
+            self.sampler = ShardedBatchSampler(
+                self.train_set.dump.shards(), self.split.micro, num_replicas=self.dist.world_size,
+                rank=self.dist.rank, seed=self.cfg.trainer.seed, num_workers=d.num_workers, buffer=d.shuffle_buffer,
+                weights=weights, samples_per_epoch=d.samples_per_epoch, replacement=d.sample_with_replacement,
+                accum_grad=self.split.accum,
+            )
+        else:
+            self.sampler = DistributedBatchSampler(
+                len(self.train_set),
+                self.split.micro,
+                num_replicas=self.dist.world_size,
+                rank=self.dist.rank,
+                seed=self.cfg.trainer.seed,
+                shuffle=True,
+                weights=weights,
+                samples_per_epoch=d.samples_per_epoch,
+                lengths=lengths,
+                accum_grad=self.split.accum,
+                replacement=d.sample_with_replacement,
+            )
         resolve_epoch_schedule(self.cfg.optim, self.sampler.updates_per_epoch)
         self.train_loader = self._loader(self.train_set, self.sampler)
         self.valid_loader = None
         if d.valid is not None:
             labels = self.train_set.label_names or None
             if d.valid_crop == "windows" and d.target_frames is not None:
-                self.valid_set = FeatsWindows(d.valid, d.target_frames, hop=d.valid_hop, label_names=labels)
+                self.valid_set = FeatsWindows(d.valid, d.target_frames, hop=d.valid_hop, label_names=labels,
+                                              fbank_kind=d.fbank_kind)
             else:
-                self.valid_set = FeatsDataset(d.valid, target_frames=d.target_frames, crop="start", label_names=labels)
+                self.valid_set = FeatsDataset(d.valid, target_frames=d.target_frames, crop="start", label_names=labels,
+                                              fbank_kind=d.fbank_kind)
             valid_labels = Path(d.valid) / "labels.txt"
             if self.train_set.label_names and valid_labels.is_file():
                 if read_labels_txt(valid_labels) != self.train_set.label_names:
@@ -240,6 +257,9 @@ class Trainer:
             d.train, len(self.train_set), self.data_info.num_classes, self.data_info.feat_dim,
             self.norm.mean, self.norm.std, self.sampler.updates_per_epoch,
         )
+        if self.train_set.dump.type == "raw":
+            where = "features made on the device, batched" if on_device else "features made in the loader"
+            logger.info("train: raw audio dump, %s front end: %s", d.fbank_kind, where)
         if self.valid_loader is not None and isinstance(self.valid_set, FeatsWindows):
             logger.info("valid: %s, %d clips in %d windows of %d frames (hop %d), scores averaged per clip",
                         d.valid, self.valid_set.num_clips, len(self.valid_set), d.target_frames, self.valid_set.hop)
@@ -442,6 +462,11 @@ class Trainer:
             self.epoch += 1
             self.position = 0
 
+    def _on_device(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """A training batch on the device, with its features made there when data.frontend is device."""
+        batch = _to_device(batch, self.device)
+        return self.frontend(batch) if self.frontend is not None else batch
+
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._stop_signal is None:
             logger.warning("got %s: finishing this update, saving, then exiting", signal.Signals(signum).name)
@@ -528,7 +553,7 @@ class Trainer:
         if self.num_updates < max_updates:
             logger.info("training from update %d to %d", self.num_updates, max_updates)
         while self.num_updates < max_updates:
-            micro = (_to_device(next(batches), self.device) for _ in range(accum))
+            micro = (self._on_device(next(batches)) for _ in range(accum))
             n_clips, lr = self.step.update(micro, accum, iv, self.num_updates)
             clips += n_clips
             self.num_updates += 1

@@ -5,6 +5,7 @@
 #
 #  1  data preparation      local/data.sh                      -> data/<set>/
 #  2  fbank features         utils/make_fbank.sh per model kind -> dump/fbank_<kind>/<set>/
+#     (or raw audio)         (--feats-type raw: utils/make_raw.sh -> dump/raw/<set>/, both models)
 #  3  BEATs rounds 1..N      tokenizer r, then SSL model r      -> exp/beats_tok_r<r>/, exp/beats_ssl_r<r>/
 #  4  EAT pre-training                                          -> exp/eat_pretrain/
 #  5  fine-tuning            one per model, init (and fold)      -> exp/finetune_<model>[_scratch][_fold<k>]/
@@ -30,6 +31,8 @@ nproc=1               # training processes on CPU (gloo DDP) when ngpu=0
 parallel_runs=1       # independent runs at a time in stages 5 (fine-tunings) and 7 (probes); on CPU
                       # each gets cores/parallel_runs threads
 skip_bad=false        # drop unreadable audio (listed in dump/*/<set>/bad_utts) instead of failing
+feats_type=fbank      # what stage 2 dumps: fbank (float32 log-mel per model front end, dump/fbank_<kind>/)
+                      # or raw (16-bit FLAC audio that both models read, dump/raw/, with stats_<kind>.json)
 local_data_opts=""    # options passed to local/data.sh
 
 # Data sets
@@ -79,6 +82,7 @@ Options (defaults in brackets):
   --nproc N                  training processes on CPU (gloo DDP) [${nproc}]
   --parallel-runs N          fine-tunings / probes at a time (stages 5, 7); on CPU cores/N threads each [${parallel_runs}]
   --skip-bad true|false      drop unreadable audio instead of failing [${skip_bad}]
+  --feats-type fbank|raw     stage 2 dumps fbank per model (dump/fbank_<kind>) or FLAC audio for both (dump/raw) [${feats_type}]
   --local-data-opts "..."    options for local/data.sh [${local_data_opts}]
   --train-set NAME           [${train_set}]
   --valid-set NAME           [${valid_set}]
@@ -145,6 +149,10 @@ if ! [[ ${parallel_runs} =~ ^[1-9][0-9]*$ ]]; then
     log "Error: --parallel-runs must be a number of runs (1 or more), got '${parallel_runs}'"
     exit 2
 fi
+case ${feats_type} in
+    fbank|raw) ;;
+    *) log "Error: --feats-type must be fbank (log-mel per model) or raw (audio for both models), got '${feats_type}'"; exit 2 ;;
+esac
 for i in ${finetune_init}; do
     case ${i} in
         pretrained|random) ;;
@@ -160,6 +168,9 @@ fbank_kind() {
         *) log "Error: unknown model '$1' (expected beats or eat)"; exit 1 ;;
     esac
 }
+# The dump directory (holding one dir per set) that stages 3-7 read for front end <kind>:
+# dump/fbank_<kind> with --feats-type fbank, dump/raw (one dump for both models) with raw.
+dump_dir() { if [ "${feats_type}" = raw ]; then echo dump/raw; else echo "dump/fbank_$1"; fi; }
 # Replace {fold} in a set name.
 fold_name() { local name=$1 fold=$2; echo "${name//\{fold\}/${fold}}"; }
 fold_suffix() { [ "$1" = none ] && echo "" || echo "_fold$1"; }
@@ -283,7 +294,39 @@ if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     done
 fi
 
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ] && [ "${feats_type}" = raw ]; then
+    stage_now=2
+    kinds=$(needed_kinds | paste -sd ' ')
+    log "Stage 2: raw audio (16 kHz FLAC): data/<set> -> dump/raw/<set>, fbank statistics for ${kinds:-no model}"
+    mapfile -t sets < <(all_sets)
+    # One dump for both models. Sets that share clips are encoded once, as their union in
+    # dump/raw/_union (no statistics of its own); each set then takes its lines from it.
+    from_dump=()
+    if [ "${#sets[@]}" -gt 1 ]; then
+        union=dump/raw/_union
+        if [ ! -f "${union}/.done" ]; then
+            utils/combine_data.sh --shared-ids true "${union}/data_dir" "${sets[@]/#/data/}"
+            utils/make_raw.sh --nj "${nj}" --cmd "${feats_cmd}" --stats-kinds "" \
+                --skip-bad "${skip_bad}" "${union}/data_dir" "${union}"
+            touch "${union}/.done"
+        fi
+        from_dump=(--from-dump "${union}")
+    fi
+    for s in "${sets[@]}"; do
+        out=dump/raw/${s}
+        missing=""  # statistics a model asked for since the dump was made
+        for kind in ${kinds}; do [ -f "${out}/stats_${kind}.json" ] || missing+=" ${kind}"; done
+        if [ -f "${out}/.done" ] && [ -z "${missing}" ]; then
+            log "${out} is done: skipping"
+            continue
+        fi
+        utils/make_raw.sh --nj "${nj}" --cmd "${feats_cmd}" --stats-kinds "${kinds}" \
+            --skip-bad "${skip_bad}" "${from_dump[@]}" "data/${s}" "${out}"
+        touch "${out}/.done"
+    done
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ] && [ "${feats_type}" = fbank ]; then
     stage_now=2
     log "Stage 2: fbank features: data/<set> -> dump/fbank_<kind>/<set>"
     mapfile -t sets < <(all_sets)
@@ -316,8 +359,9 @@ fi
 
 if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ] && [[ " ${pretrain_models} " == *" beats "* ]]; then
     stage_now=3
-    log "Stage 3: BEATs rounds 1..${beats_rounds}: dump/fbank_beats -> exp/beats_{tok,ssl}_r<r>"
-    data_args=(--data.train "dump/fbank_beats/${pretrain_set}" --data.valid "dump/fbank_beats/${pretrain_valid_set}")
+    log "Stage 3: BEATs rounds 1..${beats_rounds}: $(dump_dir beats) -> exp/beats_{tok,ssl}_r<r>"
+    data_args=(--data.train "$(dump_dir beats)/${pretrain_set}" --data.valid "$(dump_dir beats)/${pretrain_valid_set}"
+               --data.fbank_kind beats)
     for r in $(seq 1 "${beats_rounds}"); do
         if [ "${r}" -eq 1 ]; then
             # shellcheck disable=SC2086
@@ -341,10 +385,11 @@ fi
 
 if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ] && [[ " ${pretrain_models} " == *" eat "* ]]; then
     stage_now=4
-    log "Stage 4: EAT pre-training: dump/fbank_eat -> exp/eat_pretrain"
+    log "Stage 4: EAT pre-training: $(dump_dir eat) -> exp/eat_pretrain"
     # shellcheck disable=SC2086
     train exp/eat_pretrain "${eat_pretrain_config}" \
-        --data.train "dump/fbank_eat/${pretrain_set}" --data.valid "dump/fbank_eat/${pretrain_valid_set}" ${pretrain_args}
+        --data.train "$(dump_dir eat)/${pretrain_set}" --data.valid "$(dump_dir eat)/${pretrain_valid_set}" \
+        --data.fbank_kind eat ${pretrain_args}
 fi
 
 # The model.pt a fine-tuning run of <model> starts from.
@@ -363,7 +408,7 @@ init_suffix() { [ "$1" = random ] && echo _scratch || echo ""; }
 
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stage_now=5
-    log "Stage 5: fine-tuning: dump/fbank_<kind> + pre-trained model.pt -> exp/finetune_<model>[_scratch]"
+    log "Stage 5: fine-tuning: $(dump_dir "<kind>") + pre-trained model.pt -> exp/finetune_<model>[_scratch]"
     for m in ${finetune_models}; do
         init=$(init_model "${m}")
         [ -f "${init}" ] || { log "Error: ${init} not found: run the pre-training stage or pass --pretrained"; exit 1; }
@@ -377,8 +422,9 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
                 # shellcheck disable=SC2086
                 in_parallel "${expdir}" train "${expdir}" "${finetune_config//\{model\}/${m}}" \
                     "${init_args[@]}" \
-                    --data.train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
-                    --data.valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" ${finetune_args}
+                    --data.train "$(dump_dir "${kind}")/$(fold_name "${train_set}" "${f}")" \
+                    --data.valid "$(dump_dir "${kind}")/$(fold_name "${valid_set}" "${f}")" \
+                    --data.fbank_kind "${kind}" ${finetune_args}
             done
         done
     done
@@ -409,7 +455,7 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
                     # shellcheck disable=SC2086
                     ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" "${out}/score.log" \
                         python3 -m audiossl.bin.score --model "${expdir}/model.pt" \
-                        --data "dump/fbank_${kind}/${s}" --out "${out}" ${score_args}
+                        --data "$(dump_dir "${kind}")/${s}" --out "${out}" ${score_args}
                     log "$(cat "${out}/metrics.json")"
                     cv_dirs+=("${out}")
                 done
@@ -428,12 +474,12 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     probe() {
         local expdir=$1 kind=$2 f=$3 s tests=()
         shift 3
-        for s in ${test_sets}; do tests+=("dump/fbank_${kind}/$(fold_name "${s}" "${f}")"); done
+        for s in ${test_sets}; do tests+=("$(dump_dir "${kind}")/$(fold_name "${s}" "${f}")"); done
         # shellcheck disable=SC2086
         ${cuda_cmd} --gpu "$(min "${ngpu}" 1)" "${expdir}/log/probe.log" \
-            python3 -m audiossl.bin.probe "$@" --out "${expdir}" \
-            --train "dump/fbank_${kind}/$(fold_name "${train_set}" "${f}")" \
-            --valid "dump/fbank_${kind}/$(fold_name "${valid_set}" "${f}")" --test "${tests[@]}" ${probe_args}
+            python3 -m audiossl.bin.probe "$@" --out "${expdir}" --fbank-kind "${kind}" \
+            --train "$(dump_dir "${kind}")/$(fold_name "${train_set}" "${f}")" \
+            --valid "$(dump_dir "${kind}")/$(fold_name "${valid_set}" "${f}")" --test "${tests[@]}" ${probe_args}
     }
     # the score dirs of a probe run, for the cross-validation average
     probe_scores() {

@@ -142,3 +142,87 @@ def test_length_aware_batches_group_similar_lengths():
     assert sorted(indices(bucketed)) == list(range(400))
     firsts = [b[0][0] for b in bucketed]
     assert firsts != sorted(firsts, key=lambda i: lengths[i]), "batches are shuffled, not in length order"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading shards front to back
+# --------------------------------------------------------------------------------------------
+from audiossl.data.sampler import ShardedBatchSampler  # noqa: E402
+
+SHARDS = [list(range(0, 40)), list(range(40, 75)), list(range(75, 120)), list(range(120, 160))]  # uneven
+EVEN = [list(range(k, k + 40)) for k in range(0, 160, 40)]
+
+
+def _batches(sampler, epoch, start=0):
+    sampler.set_epoch(epoch, start)
+    return [[i for i, _ in b] for b in sampler]
+
+
+@pytest.mark.parametrize("world, workers", [(1, 1), (2, 2), (1, 4)])
+def test_each_worker_reads_its_own_shards_in_file_order(world, workers):
+    """With a buffer of one clip, a worker's batches are its shards' clips in file order, and the
+    shards are dealt out so that no clip goes to two readers."""
+    seen = []
+    for rank in range(world):
+        s = ShardedBatchSampler(EVEN, 5, num_replicas=world, rank=rank, seed=3, num_workers=workers, buffer=1)
+        batches = _batches(s, 0)
+        assert len(batches) == s.batches_per_epoch == workers * s.batches_per_reader
+        for w in range(workers):
+            mine = [i for b in batches[w::workers] for i in b]  # batch j goes to worker j mod workers
+            shard_of = {i: k for k, sh in enumerate(EVEN) for i in sh}
+            runs = [mine[0]] + [b for a, b in zip(mine, mine[1:]) if shard_of[a] != shard_of[b]]
+            assert len({shard_of[i] for i in runs}) == len(runs), "a shard is read in one run"
+            assert all(b == a + 1 for a, b in zip(mine, mine[1:]) if shard_of[a] == shard_of[b]), "file order"
+            seen += mine
+    assert len(seen) == len(set(seen)), "no clip twice in an epoch"
+
+
+def test_a_reader_with_fewer_clips_starts_over_on_its_own_shards():
+    """Uneven shards: every reader still gives the same number of batches; the short one repeats its
+    own clips (from the start, in file order), the long one leaves its last ones."""
+    readers = [ShardedBatchSampler(SHARDS, 5, num_replicas=4, rank=r, seed=3, num_workers=1, buffer=1) for r in range(4)]
+    shard_of = {i: k for k, sh in enumerate(SHARDS) for i in sh}
+    for s in readers:
+        clips = [i for b in _batches(s, 0) for i in b]
+        assert len(clips) == 40
+        own = {shard_of[i] for i in clips}
+        assert len(own) == 1, "one shard per reader here"
+        shard = SHARDS[own.pop()]
+        assert clips == [shard[n % len(shard)] for n in range(40)]
+
+
+def test_the_buffer_shuffles_and_the_epochs_differ():
+    s = ShardedBatchSampler(SHARDS, 4, seed=0, num_workers=1, buffer=20)
+    a, b = _batches(s, 0), _batches(s, 1)
+    flat = [i for x in a for i in x]
+    assert flat != sorted(flat) and sorted(flat) == sorted(set(flat))
+    assert a != b and _batches(s, 0) == a, "deterministic per epoch"
+    # the buffer holds 20 clips: none comes out before it was read, 20 places before its turn in the
+    # stream (the order of a one-clip buffer: the shards in file order)
+    stream = [i for x in _batches(ShardedBatchSampler(SHARDS, 4, seed=0, num_workers=1, buffer=1), 0) for i in x]
+    assert sorted(stream) == sorted(flat)
+    out_pos = {c: n for n, c in enumerate(flat)}
+    assert all(out_pos[c] >= n - 20 for n, c in enumerate(stream))
+    assert sum(out_pos[c] != n for n, c in enumerate(stream)) > len(flat) // 2
+
+
+def test_resume_mid_epoch_gives_the_rest_of_the_same_epoch():
+    s = ShardedBatchSampler(SHARDS, 4, num_replicas=2, rank=1, seed=5, num_workers=2, buffer=8, accum_grad=2)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_epoch(2, 6)
+    assert list(s) == full[6:] and len(full) % 2 == 0 and s.updates_per_epoch * 2 == len(full)
+
+
+def test_weighted_draws_skip_unweighted_clips_and_keep_file_order():
+    weights = np.zeros(160)
+    weights[::3] = 1.0
+    s = ShardedBatchSampler(SHARDS, 4, seed=1, num_workers=1, buffer=1, weights=weights, samples_per_epoch=40,
+                            replacement=False)
+    flat = [i for b in _batches(s, 0) for i in b]
+    assert flat and all(i % 3 == 0 for i in flat) and len(set(flat)) == len(flat)
+
+
+def test_too_small_an_epoch_for_the_readers_is_refused():
+    with pytest.raises(ValueError, match="lower data.batch_size or data.num_workers"):
+        ShardedBatchSampler([[0, 1, 2]], 4, num_workers=2)

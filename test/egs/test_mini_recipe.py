@@ -1,6 +1,7 @@
 """The mini recipe end to end: every stage on a small synthetic corpus, with shortened schedules.
 
-It checks what the recipe promises: each stage writes what the next reads, BEATs' two rounds and
+It checks what the recipe promises, with fbank dumps and with one raw audio dump: each stage writes
+what the next reads, BEATs' two rounds and
 EAT's pre-training lower their losses, the fine-tuned models score above chance, the from-scratch
 controls, linear probes and the log-mel baseline are scored beside them, RESULTS.md and the plots
 exist, and re-running finished stages skips the training and reproduces the scores. The run puts
@@ -44,23 +45,37 @@ def metrics(exp: Path, split: str) -> list[dict]:
     return [r for r in rows if r["split"] == split]
 
 
-@pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
+CORPUS = ["--local-data-opts", "--num-train 12 --num-dev 4 --num-test 6"]
+
+
+def run_mini(root: Path, *options: str) -> Path:
     """A mini recipe dir (symlinks into the repository, short configs) after a full run."""
-    root = tmp_path_factory.mktemp("mini")
     for entry in MINI.iterdir():
         if entry.name in ("conf", "data", "dump", "exp", "downloads", "RESULTS.md"):
             continue
         (root / entry.name).symlink_to(entry.resolve())
     shorten(MINI / "conf", root / "conf", SHORT_SCHEDULES)
-    res = subprocess.run(
-        ["./run.sh", "--nj", "2", "--parallel-runs", "2", "--local-data-opts", "--num-train 12 --num-dev 4 --num-test 6"],
-        cwd=root, capture_output=True, text=True, timeout=1500,
-    )
+    res = subprocess.run(["./run.sh", "--nj", "2", "--parallel-runs", "2", *CORPUS, *options],
+                         cwd=root, capture_output=True, text=True, timeout=1500)
     (root / "run.log").write_text(res.stdout + res.stderr)
     assert res.returncode == 0, f"mini recipe failed; tail of its log:\n{(res.stdout + res.stderr)[-4000:]}"
     assert "Successfully finished" in res.stdout
     return root
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory) -> Path:
+    """The mini recipe as its run.sh sets it (fbank dumps), after a full run."""
+    return run_mini(tmp_path_factory.mktemp("mini"))
+
+
+@pytest.fixture(scope="module")
+def raw_recipe(tmp_path_factory) -> Path:
+    """The mini recipe with --feats-type raw: one 16-bit FLAC dump for both models; pre-training makes
+    its features on the device (data.frontend device: here the CPU), the other stages in the loader
+    or the scorer. One BEATs round, one init, to keep it short."""
+    return run_mini(tmp_path_factory.mktemp("mini_raw"), "--feats-type", "raw", "--beats-rounds", "1",
+                    "--finetune-init", "pretrained", "--pretrain-args", "--data.frontend device")
 
 
 def test_stages_write_what_the_next_reads(recipe):
@@ -141,3 +156,41 @@ def test_rerun_skips_training_and_reproduces_scores(recipe):
     assert (recipe / "exp" / "finetune_eat" / "model.pt").stat().st_mtime == model_mtime
     after = json.loads(score.read_text())
     assert after["acc"] == before["acc"] and after["mAP"] == before["mAP"]
+
+
+def test_raw_audio_dump_serves_every_stage(raw_recipe):
+    assert not list((raw_recipe / "dump").glob("fbank_*")), "a raw run writes no fbank dump"
+    for s in ("train", "dev", "test"):
+        d = raw_recipe / "dump" / "raw" / s
+        assert (d / "wav.scp").is_file() and (d / "utt2num_samples").is_file()
+        for kind in ("beats", "eat"):
+            assert json.loads((d / f"stats_{kind}.json").read_text())["std"] > 0
+    for tag in ("beats_tok_r1", "beats_ssl_r1", "eat_pretrain", "finetune_beats", "finetune_eat"):
+        assert (raw_recipe / "exp" / tag / "model.pt").is_file(), f"exp/{tag}/model.pt missing"
+    assert "features made on the device" in (raw_recipe / "exp" / "eat_pretrain" / "train.log").read_text()
+    for model in ("beats", "eat"):
+        result = json.loads((raw_recipe / "exp" / f"finetune_{model}" / "scores" / "test" / "metrics.json").read_text())
+        assert result["num_utts"] == 6 * NUM_CLASSES and result["acc"] > 2 / NUM_CLASSES, f"{model}: {result['acc']}"
+    for tag in ("probe_beats", "probe_eat", "baseline_logmel"):
+        result = json.loads((raw_recipe / "exp" / tag / "scores" / "test" / "metrics.json").read_text())
+        assert result["num_utts"] == 6 * NUM_CLASSES
+    assert "| finetune_eat |" in (raw_recipe / "RESULTS.md").read_text()
+
+
+def test_raw_dump_features_are_the_fbank_dumps(recipe, raw_recipe, monkeypatch):
+    """The same corpus through both feature types: every clip's features within 1e-4. (The scp files
+    name their arks relative to the recipe dir, the working directory of every stage.)"""
+    import numpy as np
+
+    from audiossl.data.dump import Dump
+
+    for s in ("train", "dev", "test"):
+        for kind in ("beats", "eat"):
+            monkeypatch.chdir(recipe)
+            fbank = Dump(f"dump/fbank_{kind}/{s}")
+            expected = {utt: fbank[utt] for utt in fbank}
+            monkeypatch.chdir(raw_recipe)
+            raw = Dump(f"dump/raw/{s}", kind)
+            assert raw.utt_ids == list(expected)
+            for utt in raw:
+                np.testing.assert_allclose(raw[utt], expected[utt], atol=1e-4, rtol=0, err_msg=f"{s} {kind} {utt}")

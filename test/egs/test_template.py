@@ -174,3 +174,85 @@ def test_last_beats_round_with_a_fine_tuned_teacher_takes_its_own_config(tmp_pat
     assert "--config conf/beats_tokenizer.yaml" in tokenizers[1] and "--model.teacher exp/beats_ssl_r1/model.pt" in tokenizers[1]
     assert "--config conf/beats_tokenizer_ft_teacher.yaml" in tokenizers[2]
     assert "--model.teacher exp/finetune_beats/model.pt" in tokenizers[2]
+
+
+def test_feats_type_must_be_fbank_or_raw(tmp_path):
+    res = run(make_recipe(tmp_path), "--feats-type", "bogus", "--stage", "7", "--stop-stage", "6")
+    assert res.returncode == 2
+    assert "--feats-type must be fbank (log-mel per model) or raw (audio for both models), got 'bogus'" in res.stdout
+
+
+def write_small_sets(recipe: Path) -> None:
+    """data/train (3 clips) and data/dev (2 clips, one shared with train), labelled, 16 kHz."""
+    import numpy as np
+    import soundfile as sf
+
+    (recipe / "audio").mkdir()
+    for i in range(4):
+        x = 0.3 * np.sin(2 * np.pi * (300 + 50 * i) * np.arange(4000) / 16000)
+        sf.write(recipe / "audio" / f"u{i}.wav", x.astype(np.float32), 16000)
+    labels = ["cat", "dog"]
+    for name, utts in (("train", ["u0", "u1", "u2"]), ("dev", ["u2", "u3"])):
+        d = recipe / "data" / name
+        d.mkdir(parents=True)
+        (d / "wav.scp").write_text("".join(f"{u} audio/{u}.wav\n" for u in utts))
+        (d / "utt2label").write_text("".join(f"{u} {labels[int(u[1]) % 2]}\n" for u in utts))
+        (d / "utt2dur").write_text("".join(f"{u} 0.25\n" for u in utts))
+        (d / "labels.txt").write_text("0 cat\n1 dog\n")
+
+
+def test_stage2_raw_writes_one_dump_for_every_set(tmp_path):
+    """--feats-type raw: stage 2 encodes the union of the sets once (dump/raw/_union), each set takes
+    its lines from it into dump/raw/<set> with the statistics of the models' front ends; no fbank dump."""
+    recipe = make_recipe(tmp_path)
+    write_small_sets(recipe)
+    args = ["--stage", "2", "--stop-stage", "2", "--feats-type", "raw", "--nj", "1", "--ngpu", "0",
+            "--train-set", "train", "--valid-set", "dev", "--test-sets", "dev",
+            "--pretrain-models", "", "--finetune-models", "beats"]
+    res = run(recipe, *args)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "Stage 2: raw audio (16 kHz FLAC): data/<set> -> dump/raw/<set>, fbank statistics for beats" in res.stdout
+    raw = recipe / "dump" / "raw"
+    assert (raw / "_union" / ".done").is_file() and (raw / "_union" / "log" / "dump.1.log").is_file()
+    assert not list((raw / "_union").glob("stats_*.json"))
+    for name, utts in (("train", ["u0", "u1", "u2"]), ("dev", ["u2", "u3"])):
+        d = raw / name
+        assert (d / ".done").is_file() and (d / "stats_beats.json").is_file()
+        assert not (d / "stats_eat.json").exists() and not (d / "data").exists()  # lines of the union's arks
+        lines = (d / "wav.scp").read_text().splitlines()
+        assert [l.split()[0] for l in lines] == utts and all(" dump/raw/_union/data/wav.1.ark:" in l for l in lines)
+        assert (d / "utt2label").read_text() == (recipe / "data" / name / "utt2label").read_text()
+    assert not (recipe / "dump" / "fbank_beats").exists()
+
+    res = run(recipe, *args)  # done: nothing redone
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert "dump/raw/train is done: skipping" in res.stdout and "dump/raw/dev is done: skipping" in res.stdout
+
+    # a model added later: the sets' missing statistics are computed, the union is not encoded again
+    union_scp = (raw / "_union" / "wav.scp").stat().st_mtime_ns
+    res = run(recipe, *args[:-1], "beats eat")
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert (raw / "train" / "stats_eat.json").is_file() and (raw / "dev" / "stats_eat.json").is_file()
+    assert (raw / "_union" / "wav.scp").stat().st_mtime_ns == union_scp
+
+
+@pytest.mark.parametrize("feats_type,beats_dir,eat_dir", [("fbank", "dump/fbank_beats", "dump/fbank_eat"),
+                                                         ("raw", "dump/raw", "dump/raw")])
+def test_later_stages_read_the_dump_of_the_feats_type(tmp_path, feats_type, beats_dir, eat_dir):
+    recipe = make_recipe(tmp_path)
+    jobs = fake_backend(recipe, tmp_path)
+    (recipe / "init.pt").write_text("")
+    common = ["--ngpu", "0", "--feats-type", feats_type, "--test-sets", "test"]
+    res = run(recipe, "--stage", "3", "--stop-stage", "5", "--beats-rounds", "1", "--pretrained", "init.pt",
+              "--finetune-init", "pretrained", *common)
+    assert res.returncode == 0, res.stdout + res.stderr
+    res = run(recipe, "--stage", "7", "--stop-stage", "7", "--pretrained", "init.pt", "--finetune-init", "pretrained",
+              *common)
+    assert res.returncode == 0, res.stdout + res.stderr
+    lines = jobs.read_text().splitlines()
+    by_out = {re.search(r"--(?:output-dir|out) (\S+)", l).group(1): l for l in lines}
+    for exp, d in (("exp/beats_tok_r1", beats_dir), ("exp/beats_ssl_r1", beats_dir), ("exp/eat_pretrain", eat_dir),
+                   ("exp/finetune_beats", beats_dir), ("exp/finetune_eat", eat_dir)):
+        assert f"--data.train {d}/train --data.valid {d}/dev" in by_out[exp], by_out[exp]
+    for exp, d in (("exp/probe_beats", beats_dir), ("exp/probe_eat", eat_dir), ("exp/baseline_logmel", beats_dir)):
+        assert f"--train {d}/train --valid {d}/dev --test {d}/test" in by_out[exp], by_out[exp]

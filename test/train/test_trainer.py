@@ -42,6 +42,8 @@ RESUME_VARIANTS = {
     # label-balanced draws with replacement, whole clips padded per batch, length-aware batches
     "weighted": {"data": {"target_frames": None, "weighted_sampler": True, "samples_per_epoch": 24},
                  "model": {"loss": "bce"}},
+    # the ark read front to back through a shuffle buffer (data.reading sequential)
+    "sequential": {"data": {"crop": "random", "target_frames": 40, "reading": "sequential", "shuffle_buffer": 5}},
 }
 
 
