@@ -5,20 +5,25 @@ Usage:
     python -m audiossl.bin.benchmark [--device auto|cpu|cuda] [--cases eat,beats,finetune,bare,loader]
         [--batch-sizes N[,N...] | CASE=N[,N...] ...] [--steps N] [--warmup N] [--repeats N] [--tiny]
         [--compile] [--precision auto|bf16|fp32] [--beats-tokenizer random|distilled]
-        [--feats-scp dump/fbank_eat/train/feats.scp] [--num-workers N] [--loader-batches N]
+        [--feats-scp dump/fbank_eat/train/feats.scp] [--wav-scp dump/raw/train/wav.scp]
+        [--num-workers N] [--loader-batches N]
         [--num-threads N] [--no-sync-check] [--seed N] [--verbose]
 
 e.g.:
     python -m audiossl.bin.benchmark --tiny --device cpu
     python -m audiossl.bin.benchmark --cases eat,bare --batch-sizes eat=12,48 --compile
     python -m audiossl.bin.benchmark --cases loader --feats-scp egs/audioset/dump/fbank_eat/eval/feats.scp
+    python -m audiossl.bin.benchmark --cases loader --device cpu --num-workers 1 --num-threads 1
 
 Defaults: on CUDA the paper batches (EAT 12 and 48 clips x 16 clones, BEATs 48 and 192, fine-tuning
 48, loader 48), 20 timed steps after 5 warm-up steps, 3 repeats, bf16; on CPU 1 clip per step, 3
 steps after 1, 3 repeats, fp32. Every real line reports its clips/s as a fraction of the bare ViT
 ("efficiency") timed just before it in the same run, its FLOP/s and the fraction of the matmul peak
-measured at the start of the run ("mfu"). The keys of each line are listed in
-audiossl/train/benchmark.py. Logs go to stderr.
+measured at the start of the run ("mfu"). The loader case, without --feats-scp / --wav-scp, writes
+synthetic 10-s clips as fbank, raw FLAC and raw WAV dumps, prints their sizes ("storage" lines) and
+times the loader on each format and front end; with one worker (--num-workers 1) its clips/s is the
+rate of one loader core, and each line gives the loader cores 8 GPUs need. The keys of each line
+are listed in audiossl/train/benchmark.py. Logs go to stderr.
 """
 from __future__ import annotations
 
@@ -88,7 +93,10 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--beats-tokenizer", choices=BEATS_TOKENIZERS, default="random",
                         help="tokenizer labelling the BEATs SSL step: round 1 random projection, or a distilled "
                              "BEATs tokenizer (rounds >= 2) [random]")
-    parser.add_argument("--feats-scp", default=None, help="feats.scp for the loader case [a temporary synthetic dump]")
+    parser.add_argument("--feats-scp", default=None, help="an fbank dump's feats.scp for the loader case "
+                        "[temporary synthetic dumps]")
+    parser.add_argument("--wav-scp", default=None, help="a raw dump's wav.scp for the loader case (both front ends, "
+                        "in the worker and on the device) [temporary synthetic dumps]")
     parser.add_argument("--num-workers", type=int, default=None, help="loader worker processes [CUDA 8, CPU 2, tiny 1]")
     parser.add_argument("--loader-batches", type=int, default=None, help="timed loader batches [CUDA 40, CPU 20, tiny 3]")
     parser.add_argument("--num-threads", type=int, default=None, help="torch CPU threads [1 with --tiny, else torch's default]")
@@ -119,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = BenchOptions(
         device=args.device, cases=args.cases, batch_sizes=batch_sizes, steps=args.steps, warmup=args.warmup,
         repeats=args.repeats, tiny=args.tiny, compile=args.compile, precision=args.precision,
-        beats_tokenizer=args.beats_tokenizer, feats_scp=args.feats_scp, num_workers=args.num_workers,
-        loader_batches=args.loader_batches, check_syncs=not args.no_sync_check, seed=args.seed,
+        beats_tokenizer=args.beats_tokenizer, feats_scp=args.feats_scp, wav_scp=args.wav_scp,
+        num_workers=args.num_workers, loader_batches=args.loader_batches, check_syncs=not args.no_sync_check,
+        seed=args.seed,
     )
 
     def emit(result: dict) -> None:

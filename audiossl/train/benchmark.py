@@ -37,6 +37,23 @@ the device: ``.item()``/``float()``/``bool()`` of a tensor, ``nonzero``, boolean
 *would* wait on an accelerator. On CUDA the same step also runs under
 ``torch.cuda.set_sync_debug_mode("warn")`` and ``cuda_sync_warnings`` counts what CUDA saw.
 
+The data path. Without a given dump, the *loader* case writes the same synthetic speech-like clips
+(:func:`speech_like`; 10 s, 998 frames; 1.275 s with ``tiny``) in the formats stage 2 writes: one
+float32 fbank dump per front end (BEATs, EAT), and raw 16-bit FLAC and WAV in ark files. It reports
+each format's bytes on disk per clip (*storage* lines, scaled to AudioSet-2M), then times the loader
+per format and front end, cropping or padding to the input length (1024 frames, EAT's AudioSet input,
+as the trainer does with data.target_frames 1024; 128 with ``tiny``):
+
+    fbank:            fbank dump -> FeatsDataset -> Collator
+    raw_flac:         raw FLAC -> FeatsDataset, the crop's features made in the loader worker
+    raw_flac_device:  raw FLAC -> FeatsDataset(waveform=True) -> Collator in the worker; FbankOnDevice
+                      then makes the features on the device, timed apart on one batch
+
+Each worker runs one torch thread, so with one worker ``clips_per_s`` is what one loader core
+delivers, and ``cores_for_8_gpus_*`` is the number of such cores a node needs to feed 8 GPUs at the
+per-GPU targets ``GPU_TARGET_CLIPS_PER_S`` (EAT 290, BEATs 4,200 clips/s; README "Performance").
+The dumps are small enough to stay in the page cache: the rates are the CPU's, not the disk's.
+
 Every case gives one dict (the binary prints each as one JSON line):
 
     matmul:  case, kind "peak", device, device_name, torch, threads, dtype, size, tflops
@@ -51,8 +68,23 @@ Every case gives one dict (the binary prints each as one JSON line):
              (null off CUDA); real lines also bare_clips_per_s, bare_tflops and efficiency (null
              without a bare run): efficiency is the throughput ratio, tflops / bare_tflops tells how
              much of it is lost to slower kernels rather than to extra work (decoder, predictor)
-    loader:  case, kind "loader", device, device_name, torch, threads, source ("synthetic" or the feats.scp),
-             frames, batch_size, num_workers, batches, clips, step_ms (per batch), clips_per_s
+    storage: case "storage", kind "storage", source "synthetic", signal (what the clips are), format
+             ("fbank" | "raw_flac" | "raw_wav"), fbank_kind ("beats" | "eat" for an fbank dump, null
+             for raw), clips, clip_s (seconds per clip), clip_frames, bytes_per_clip (the dump's ark
+             bytes over its clips), as2m_clips, as2m_gb (as2m_clips of these clips, scaled to 10 s),
+             as2m_gb_both_models (what BEATs and EAT together need: fbank, the two front ends' dumps;
+             raw, its one dump), vs_fbank_both_models (that over the two fbank dumps')
+    loader:  case, kind "loader", device, device_name, torch, threads (the main process's: the device
+             front end's), source ("synthetic" or the given feats.scp / wav.scp), format ("fbank" |
+             "raw_flac" | "raw_flac_device"; "raw_wav*" for a given WAV dump), fbank_kind (the front
+             end; null for a given fbank dump), frames (the input length clips are cropped or padded
+             to), clip_frames, bytes_per_clip (null for a given dump), batch_size, num_workers,
+             batches, clips, step_ms (per batch), clips_per_s, clips_per_s_per_worker (clips_per_s /
+             num_workers; a per-core rate while the workers have a core each), cores_for_8_gpus_eat,
+             cores_for_8_gpus_beats (ceil(8 x the model's per-GPU target / clips_per_s_per_worker):
+             the loader cores a node needs; given for the model of fbank_kind, null for the other),
+             device_ms_per_batch, device_clips_per_s ("*_device" formats: FbankOnDevice on one
+             loader batch on the benchmark device; null otherwise)
     a case that ran out of device memory: case, kind, batch_size, error
 """
 from __future__ import annotations
@@ -87,6 +119,8 @@ from audiossl.models.eat.masking import num_kept_patches
 from audiossl.models.eat.pretrain import EATPretrainConfig
 from audiossl.models.abs_train_model import AbsTrainModel
 from audiossl.data.dataset import DataInfo
+from audiossl.data.dump import num_frames_of
+from audiossl.data.fbank import FBANK_KINDS, FRAME_SHIFT, compute_fbank
 from audiossl.tasks.abs_task import get_task
 from audiossl.tasks.finetune import FinetuneConfig
 from audiossl.models.checkpoint import save_model
@@ -124,7 +158,8 @@ class BenchOptions:
         precision: "auto" (bf16 autocast on CUDA, fp32 on CPU, as the trainer), "bf16" or "fp32".
         beats_tokenizer: "random" (round 1, the default) or "distilled" (rounds >= 2: a full BEATs
             forward on every token labels the clip).
-        feats_scp: a feats.scp for the loader case; None synthesises a temporary dump.
+        feats_scp, wav_scp: an fbank dump's feats.scp and / or a raw dump's wav.scp for the loader
+            case; with neither, it synthesises temporary dumps of both kinds (and reports their sizes).
         num_workers: loader worker processes.
         loader_batches: timed loader batches (after 2 untimed ones).
         check_syncs: run one step under the host-sync detector.
@@ -142,6 +177,7 @@ class BenchOptions:
     precision: str = "auto"
     beats_tokenizer: str = "random"
     feats_scp: str | None = None
+    wav_scp: str | None = None
     num_workers: int | None = None
     loader_batches: int | None = None
     check_syncs: bool = True
@@ -734,77 +770,263 @@ def _guard_oom(name: str, kind: str, batch_size: int, device: torch.device, fn: 
         return {"case": name, "kind": kind, "batch_size": batch_size, "error": "out of memory"}
 
 
-def write_synthetic_dump(dump_dir: Path, num_clips: int, frames: int, seed: int) -> Path:
-    """A feature dump (feats.scp + ark) of ``num_clips`` random log-mel clips; returns the dir."""
+# --------------------------------------------------------------------------------------------
+# The data path: bytes on disk per clip, and loader clips/s per format
+# --------------------------------------------------------------------------------------------
+SAMPLE_RATE = 16000
+CLIP_SAMPLES = {False: 160000, True: 20400}  # 10-s clips (998 frames); tiny: 1.275 s (126 frames)
+SYNTHETIC_SIGNAL = ("speech-like: harmonics of a 100-220 Hz gliding f0 through 3 formants, 4 syllables/s "
+                    "with pauses, -24 dBFS; pink noise at -50 dBFS; 16-bit")
+AS2M_CLIPS = 2_000_000  # AudioSet-2M, 10-s clips
+GPUS_PER_NODE = 8
+# Per-GPU clip rates that the loader must feed, from the GPU targets of README "Performance" (the
+# design's performance targets): EAT pre-training at 85% of a compiled bf16 ViT-B on an H100 (about
+# 344 clips/s bare), BEATs SSL at 80% of about 5,200 clips/s.
+GPU_TARGET_CLIPS_PER_S = {"eat": 290.0, "beats": 4200.0}
+LOADER_FORMATS = ("fbank", "raw_flac", "raw_flac_device")
+LOADER_WARMUP_BATCHES = 2  # untimed batches before the timed ones
+
+
+def speech_like(num_samples: int, seed: int) -> np.ndarray:
+    """A deterministic speech-like clip, float64 in (-1, 1) at 16 kHz: voiced syllables (harmonics of a
+    100-220 Hz fundamental gliding by +-17%, random phases, shaped by three formant peaks and a 1/k
+    tilt), 0.12-0.3 s long with short gaps and an occasional pause (about 4 per second), scaled to
+    -24 dBFS RMS, plus pink (1/f) background noise at -50 dBFS, never digital silence. FLAC's size
+    depends on the signal: this one's 16-bit FLAC is about 60% of its PCM (music or loud noise
+    compress less, silence more)."""
+    rng = np.random.default_rng(seed)
+    n, hop = num_samples, FRAME_SHIFT
+    t = np.arange(n) / SAMPLE_RATE
+    f0 = rng.uniform(100, 220) * (1 + 0.12 * np.sin(2 * np.pi * rng.uniform(0.2, 0.6) * t + rng.uniform(0, 2 * np.pi))
+                                  + 0.05 * np.sin(2 * np.pi * rng.uniform(1, 3) * t + rng.uniform(0, 2 * np.pi)))
+    phase = 2 * np.pi * np.cumsum(f0) / SAMPLE_RATE
+    envelope = np.zeros(n)
+    pos = 0
+    while pos < n:
+        dur = int(rng.uniform(0.12, 0.3) * SAMPLE_RATE)
+        m = min(dur, n - pos)
+        envelope[pos:pos + m] = np.sin(np.pi * np.arange(m) / dur) ** 2 * rng.uniform(0.4, 1.0)
+        pause = rng.uniform(0.3, 0.7) if rng.random() < 0.12 else 0.0
+        pos += dur + int((rng.exponential(0.08) + pause) * SAMPLE_RATE)
+    formants = [(rng.uniform(400, 800), 120.0), (rng.uniform(1000, 2000), 180.0), (rng.uniform(2300, 3000), 250.0)]
+    f0_frames = f0[::hop]  # the gains follow f0 per 10 ms
+    x = np.zeros(n)
+    for k in range(1, int(7600 / f0.min()) + 1):
+        fk = k * f0_frames
+        gain = (sum(np.exp(-0.5 * ((fk - f) / bw) ** 2) for f, bw in formants) + 0.3 / k) * (fk < 7600)
+        x += np.repeat(gain, hop)[:n] * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
+    x *= envelope
+    spectrum = np.fft.rfft(rng.standard_normal(n))
+    spectrum[1:] /= np.sqrt(np.fft.rfftfreq(n, 1 / SAMPLE_RATE)[1:])
+    spectrum[0] = 0.0
+    pink = np.fft.irfft(spectrum, n)
+    return x / np.sqrt(np.mean(x**2)) * 10 ** (-24 / 20) + pink / pink.std() * 10 ** (-50 / 20)
+
+
+def write_synthetic_dumps(root: Path, num_clips: int, num_samples: int, seed: int) -> dict[str, Path]:
+    """The same ``num_clips`` speech-like clips (:func:`speech_like`) as the dumps stage 2 writes: raw
+    FLAC and raw WAV in ark files (wav.scp, utt2num_samples; as audiossl.bin.dump_audio writes them)
+    and one fbank dump per front end (feats.scp of compute_fbank's float32 log-mel, utt2num_frames).
+    Returns {"raw_flac", "raw_wav", "fbank_beats", "fbank_eat"}: dump dir."""
     import kaldiio
 
-    dump_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    ark, scp = dump_dir / "feats.ark", dump_dir / "feats.scp"
-    with kaldiio.WriteHelper(f"ark,scp:{ark},{scp}") as writer:
-        for i in range(num_clips):
-            writer(f"synthetic-{i:05d}", (rng.standard_normal((frames, NUM_MEL_BINS)) * 4.5 - 4.3).astype(np.float32))
-    return dump_dir
+    audio = {}
+    for i in range(num_clips):
+        x = np.rint(speech_like(num_samples, seed * 100003 + i) * 32768)
+        audio[f"synthetic-{i:05d}"] = np.clip(x, -32768, 32767).astype(np.int16)
+    dirs: dict[str, Path] = {}
+    for container in ("flac", "wav"):
+        d = dirs[f"raw_{container}"] = root / f"raw_{container}"
+        d.mkdir(parents=True)
+        kaldiio.save_ark(str(d / "wav.ark"), {u: (SAMPLE_RATE, x) for u, x in audio.items()}, scp=str(d / "wav.scp"),
+                         write_function="soundfile", write_kwargs={"format": container, "subtype": "PCM_16"})
+        (d / "utt2num_samples").write_text("".join(f"{u} {len(x)}\n" for u, x in audio.items()))
+    for kind in FBANK_KINDS:
+        d = dirs[f"fbank_{kind}"] = root / f"fbank_{kind}"
+        d.mkdir(parents=True)
+        frames = {}
+        with kaldiio.WriteHelper(f"ark,scp:{d / 'feats.ark'},{d / 'feats.scp'}") as writer:
+            for u, x in audio.items():
+                feats = compute_fbank(torch.from_numpy(x.astype(np.float32) / 32768), kind).numpy()
+                writer(u, feats)
+                frames[u] = feats.shape[0]
+        (d / "utt2num_frames").write_text("".join(f"{u} {n}\n" for u, n in frames.items()))
+    return dirs
 
 
-def run_loader_case(batch_size: int, opts: BenchOptions, device: torch.device) -> dict[str, Any]:
-    """Clips/s of feats.scp -> FeatsDataset -> Collator through a DataLoader with ``num_workers``,
-    set up as the trainer does (batch sampler with crop seeds, pinned memory on CUDA)."""
+def ark_bytes_per_clip(dump_dir: Path) -> float:
+    """Bytes on disk per clip of a dump whose ark files hold its scp's clips and nothing else."""
+    scp = dump_dir / ("feats.scp" if (dump_dir / "feats.scp").is_file() else "wav.scp")
+    clips = sum(1 for line in scp.read_text().splitlines() if line.strip())
+    return sum(p.stat().st_size for p in dump_dir.glob("*.ark")) / clips
+
+
+def storage_results(dirs: dict[str, Path], num_clips: int, num_samples: int) -> list[dict[str, Any]]:
+    """One ``storage`` line per format of :func:`write_synthetic_dumps`, scaled to AudioSet-2M."""
+    clip_s = num_samples / SAMPLE_RATE
+    per_clip = {name: ark_bytes_per_clip(d) for name, d in dirs.items()}
+    as2m_gb = {name: AS2M_CLIPS * b * (10.0 / clip_s) / 1e9 for name, b in per_clip.items()}
+    fbank_both = as2m_gb["fbank_beats"] + as2m_gb["fbank_eat"]  # one fbank dump per front end
+    out = []
+    for name in ("fbank_beats", "fbank_eat", "raw_flac", "raw_wav"):
+        fmt, kind = ("fbank", name[len("fbank_"):]) if name.startswith("fbank_") else (name, None)
+        both = fbank_both if fmt == "fbank" else as2m_gb[name]  # a raw dump serves both models
+        out.append({
+            "case": "storage", "kind": "storage", "source": "synthetic", "signal": SYNTHETIC_SIGNAL, "format": fmt,
+            "fbank_kind": kind, "clips": num_clips, "clip_s": clip_s, "clip_frames": num_frames_of(num_samples),
+            "bytes_per_clip": per_clip[name], "as2m_clips": AS2M_CLIPS, "as2m_gb": as2m_gb[name],
+            "as2m_gb_both_models": both, "vs_fbank_both_models": both / fbank_both,
+        })
+    return out
+
+
+def cores_for_gpus(per_core_clips_per_s: float, model: str, gpus: int = GPUS_PER_NODE) -> int:
+    """Loader cores that feed ``gpus`` GPUs of ``model`` at its per-GPU target, at a per-core rate."""
+    return math.ceil(gpus * GPU_TARGET_CLIPS_PER_S[model] / per_core_clips_per_s)
+
+
+def _raw_container(dump_dir: Path) -> str:
+    """"flac" or "wav": the container of the first clip of a raw dump's wav.scp."""
+    from audiossl.data.datadir import read_kv
+
+    entry = next(iter(read_kv(dump_dir / "wav.scp", check_sorted=False).values()))
+    path, _, offset = entry.rpartition(":")
+    with open(path, "rb") as f:
+        f.seek(int(offset))
+        head = f.read(32)  # kaldiio's "AUDIO" marker and length, then the file
+    return next((name for magic, name in ((b"fLaC", "flac"), (b"RIFF", "wav")) if magic in head), "unknown")
+
+
+def _linked_dump(scp: Path, tmp: Path, name: str, sides: tuple[str, ...]) -> Path:
+    """A dump dir holding ``scp`` as ``name`` (and its side files, if named as the dump writes them)."""
+    if scp.name == name:
+        return scp.parent
+    d = tmp / f"given_{name.split('.')[0]}"
+    d.mkdir()
+    (d / name).symlink_to(scp.resolve())
+    for side in sides:
+        if (scp.parent / side).is_file():
+            (d / side).symlink_to((scp.parent / side).resolve())
+    return d
+
+
+def run_loader_cases(opts: BenchOptions, device: torch.device) -> Iterator[dict[str, Any]]:
+    """The ``storage`` lines, then the ``loader`` lines of every format, front end and batch size, as
+    each is measured: of the synthetic dumps of :func:`write_synthetic_dumps`, or of the given
+    feats.scp / wav.scp."""
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
+        # (format, fbank_kind, dump dir, source, clip frames, bytes per clip)
+        runs: list[tuple[str, str | None, Path, str, int | None, float | None]] = []
+        if opts.feats_scp or opts.wav_scp:
+            if opts.feats_scp:
+                scp = Path(opts.feats_scp)
+                if not scp.is_file():
+                    raise FileNotFoundError(f"{scp}: no such feats.scp (--feats-scp)")
+                d = _linked_dump(scp, Path(tmp), "feats.scp", ("utt2num_frames",))
+                runs.append(("fbank", None, d, str(scp), None, None))
+            if opts.wav_scp:
+                scp = Path(opts.wav_scp)
+                if not scp.is_file():
+                    raise FileNotFoundError(f"{scp}: no such wav.scp (--wav-scp)")
+                d = _linked_dump(scp, Path(tmp), "wav.scp", ("utt2num_samples",))
+                raw = f"raw_{_raw_container(d)}"
+                runs += [(fmt, kind, d, str(scp), None, None) for fmt in (raw, f"{raw}_device") for kind in FBANK_KINDS]
+        else:
+            num_samples = CLIP_SAMPLES[opts.tiny]
+            biggest = max(opts.batch_sizes["loader"])
+            num_clips = min(biggest * (LOADER_WARMUP_BATCHES + opts.loader_batches), max(biggest, 32))
+            dirs = write_synthetic_dumps(Path(tmp) / "dumps", num_clips, num_samples, opts.seed)
+            yield from storage_results(dirs, num_clips, num_samples)
+            per_clip = {name: ark_bytes_per_clip(d) for name, d in dirs.items()}
+            clip_frames = num_frames_of(num_samples)
+            for fmt in LOADER_FORMATS:
+                for kind in FBANK_KINDS:
+                    name = f"fbank_{kind}" if fmt == "fbank" else "raw_flac"
+                    runs.append((fmt, kind, dirs[name], "synthetic", clip_frames, per_clip[name]))
+        for bs in opts.batch_sizes["loader"]:
+            for fmt, kind, dump_dir, source, clip_frames, per_clip_bytes in runs:
+                r = run_loader_case(bs, opts, device, fmt, kind, dump_dir, source)
+                r.update(clip_frames=clip_frames, bytes_per_clip=per_clip_bytes)
+                yield r
+
+
+
+def run_loader_case(
+    batch_size: int, opts: BenchOptions, device: torch.device, fmt: str, kind: str | None, dump_dir: Path, source: str,
+) -> dict[str, Any]:
+    """Clips/s of one dump through FeatsDataset -> Collator in a DataLoader with ``num_workers`` (each
+    on one torch thread), set up as the trainer does (batch sampler with crop seeds, pinned memory on
+    CUDA), cropping or padding to the input length. ``fmt`` "*_device": the loader hands waveforms
+    and :class:`FbankOnDevice` makes the features on ``device``, timed apart on the last batch."""
     from torch.utils.data import DataLoader
 
-    from audiossl.data.dataset import Collator, FeatsDataset
+    from audiossl.data.dataset import Collator, FbankOnDevice, FeatsDataset
     from audiossl.data.fbank import FeatureNorm
     from audiossl.data.sampler import DistributedBatchSampler
 
     frames = input_frames(opts.tiny)
-    warmup_batches = 2
-    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp:
-        if opts.feats_scp:
-            scp = Path(opts.feats_scp)
-            if not scp.is_file():
-                raise FileNotFoundError(f"{scp}: no such feats.scp (--feats-scp)")
-            dump_dir = scp.parent
-            if scp.name != "feats.scp":  # FeatsDataset reads <dir>/feats.scp
-                dump_dir = Path(tmp)
-                (dump_dir / "feats.scp").symlink_to(scp.resolve())
-            source = str(scp)
-        else:
-            needed = batch_size * (warmup_batches + opts.loader_batches)
-            dump_dir = write_synthetic_dump(Path(tmp) / "dump", min(needed, max(batch_size, 128)), frames, opts.seed)
-            source = "synthetic"
-        dataset = FeatsDataset(dump_dir, target_frames=frames, crop="random", label_names=None)
-        if len(dataset) < batch_size:
-            raise ValueError(f"{source}: {len(dataset)} clips, fewer than one batch of {batch_size}")
-        sampler = DistributedBatchSampler(len(dataset), batch_size, seed=opts.seed, shuffle=True)
-        workers = opts.num_workers
-        loader = DataLoader(
-            dataset, batch_sampler=sampler, num_workers=workers,
-            collate_fn=Collator(FeatureNorm(*AUDIOSET_NORM), frames), pin_memory=device.type == "cuda",
-            worker_init_fn=_loader_worker_init if workers > 0 else None,
-            persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
-        )
+    on_device = fmt.endswith("_device")
+    norm = FeatureNorm(*AUDIOSET_NORM)
+    dataset = FeatsDataset(dump_dir, target_frames=frames, crop="random", label_names=None, fbank_kind=kind,
+                           waveform=on_device)
+    if len(dataset) < batch_size:
+        raise ValueError(f"{source}: {len(dataset)} clips, fewer than one batch of {batch_size}")
+    sampler = DistributedBatchSampler(len(dataset), batch_size, seed=opts.seed, shuffle=True)
+    workers = opts.num_workers
+    loader = DataLoader(
+        dataset, batch_sampler=sampler, num_workers=workers,
+        collate_fn=Collator(norm, frames), pin_memory=device.type == "cuda",
+        worker_init_fn=_loader_worker_init if workers > 0 else None,
+        persistent_workers=workers > 0, prefetch_factor=4 if workers > 0 else None,
+    )
 
-        def batches() -> Iterator[dict[str, Any]]:
-            epoch = 0
-            while True:
-                sampler.set_epoch(epoch)
-                yield from loader
-                epoch += 1
+    def batches() -> Iterator[dict[str, Any]]:
+        epoch = 0
+        while True:
+            sampler.set_epoch(epoch)
+            yield from loader
+            epoch += 1
 
-        it = batches()
-        for _ in range(warmup_batches):
-            next(it)
-        clips = 0
-        t0 = time.perf_counter()
-        for _ in range(opts.loader_batches):
-            clips += int(next(it)["feats"].shape[0])
-        dt = time.perf_counter() - t0
-        del it, loader
+    it = batches()
+    for _ in range(LOADER_WARMUP_BATCHES):
+        next(it)
+    clips = 0
+    t0 = time.perf_counter()
+    for _ in range(opts.loader_batches):
+        batch = next(it)
+        clips += len(batch["utt_ids"])
+    dt = time.perf_counter() - t0
+    del it, loader
+    device_ms = None
+    if on_device:
+        device_ms = time_device_frontend(FbankOnDevice(kind, norm, frames).to(device), batch, device, opts)
+    clips_per_s = clips / dt
+    per_worker = clips_per_s / max(workers, 1)
+    models = (kind,) if kind is not None else tuple(GPU_TARGET_CLIPS_PER_S)
     return {
-        "case": "loader", "kind": "loader", **_common(device), "source": source, "frames": frames,
-        "batch_size": batch_size, "num_workers": workers, "batches": opts.loader_batches, "clips": clips,
-        "step_ms": dt / opts.loader_batches * 1e3, "clips_per_s": clips / dt,
+        "case": "loader", "kind": "loader", **_common(device), "source": source, "format": fmt, "fbank_kind": kind,
+        "frames": frames, "clip_frames": None, "bytes_per_clip": None, "batch_size": batch_size, "num_workers": workers,
+        "batches": opts.loader_batches, "clips": clips, "step_ms": dt / opts.loader_batches * 1e3,
+        "clips_per_s": clips_per_s, "clips_per_s_per_worker": per_worker,
+        **{f"cores_for_{GPUS_PER_NODE}_gpus_{m}": cores_for_gpus(per_worker, m) if m in models else None
+           for m in GPU_TARGET_CLIPS_PER_S},
+        "device_ms_per_batch": device_ms,
+        "device_clips_per_s": None if device_ms is None else batch_size / device_ms * 1e3,
     }
+
+
+def time_device_frontend(frontend: nn.Module, batch: dict[str, Any], device: torch.device, opts: BenchOptions) -> float:
+    """Mean ms of ``frontend`` on a collated waveform batch already on ``device`` (after one untimed call)."""
+    batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    reps = 1 if opts.tiny else (20 if device.type == "cuda" else 3)
+    with torch.no_grad():
+        frontend(batch)
+        synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            frontend(batch)
+        synchronize(device)
+    return (time.perf_counter() - t0) / reps * 1e3
 
 
 def _loader_worker_init(worker_id: int) -> None:
@@ -839,8 +1061,8 @@ def run_benchmark(opts: BenchOptions, emit: Callable[[dict[str, Any]], None] | N
                 for r in run_model_case(case_name, bs, opts, device, precision, peak, with_bare, case_name in real_cases):
                     add(r)
     if "loader" in opts.cases:
-        for bs in opts.batch_sizes["loader"]:
-            add(run_loader_case(bs, opts, device))
+        for r in run_loader_cases(opts, device):
+            add(r)
     return results
 
 

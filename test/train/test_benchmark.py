@@ -26,7 +26,10 @@ from audiossl.train.benchmark import (
     beats_ssl_config,
     count_flops,
     run_benchmark,
+    cores_for_gpus,
+    speech_like,
     write_beats_tokenizer,
+    write_synthetic_dumps,
 )
 
 # The documented keys of each kind of line (module docstring of audiossl/train/benchmark.py).
@@ -37,8 +40,12 @@ STEP_KEYS = {
     "step_ms_min", "step_ms_max", "clips_per_s", "flops_per_step", "tflops", "peak_tflops", "mfu", "peak_mem_mb",
     "mem_scope", "host_syncs", "host_sync_ops", "cuda_sync_warnings", "bare_clips_per_s", "bare_tflops", "efficiency",
 }
-LOADER_KEYS = {"case", "kind", "device", "device_name", "torch", "threads", "source", "frames", "batch_size", "num_workers",
-               "batches", "clips", "step_ms", "clips_per_s"}
+LOADER_KEYS = {"case", "kind", "device", "device_name", "torch", "threads", "source", "format", "fbank_kind", "frames",
+               "clip_frames", "bytes_per_clip", "batch_size", "num_workers", "batches", "clips", "step_ms", "clips_per_s",
+               "clips_per_s_per_worker", "cores_for_8_gpus_eat", "cores_for_8_gpus_beats", "device_ms_per_batch",
+               "device_clips_per_s"}
+STORAGE_KEYS = {"case", "kind", "source", "signal", "format", "fbank_kind", "clips", "clip_s", "clip_frames",
+                "bytes_per_clip", "as2m_clips", "as2m_gb", "as2m_gb_both_models", "vs_fbank_both_models"}
 POSITIVE_STEP_KEYS = ("params_m", "step_ms", "step_ms_min", "step_ms_max", "clips_per_s", "flops_per_step", "tflops",
                       "peak_tflops", "mfu", "peak_mem_mb")
 
@@ -60,9 +67,10 @@ def test_tiny_cpu_run_prints_one_valid_json_line_per_case(repo_root):
     proc = run_cli(repo_root, "--tiny", "--device", "cpu")
     assert proc.returncode == 0, proc.stderr
     lines = [json.loads(line) for line in proc.stdout.splitlines()]
-    by_case = {r["case"]: r for r in lines}
-    assert len(by_case) == len(lines), "one line per case and batch size"
-    assert set(by_case) == {"matmul", "bare_eat", "eat", "bare_beats", "beats", "bare_finetune", "finetune", "loader"}
+    data_path = [r for r in lines if r["case"] in ("loader", "storage")]
+    by_case = {r["case"]: r for r in lines if r not in data_path}
+    assert len(by_case) + len(data_path) == len(lines), "one line per model case and batch size"
+    assert set(by_case) == {"matmul", "bare_eat", "eat", "bare_beats", "beats", "bare_finetune", "finetune"}
 
     peak = by_case["matmul"]
     assert set(peak) == MATMUL_KEYS and peak["tflops"] > 0 and peak["dtype"] == "float32"
@@ -89,10 +97,59 @@ def test_tiny_cpu_run_prints_one_valid_json_line_per_case(repo_root):
     assert by_case["beats"]["tokens"] == 16 and by_case["finetune"]["tokens"] == 65
     assert by_case["eat"]["clones"] == 4 and by_case["eat"]["task"] == "eat_pretrain"
 
-    loader = by_case["loader"]
-    assert set(loader) == LOADER_KEYS and loader["source"] == "synthetic"
-    assert loader["clips"] == loader["batch_size"] * loader["batches"] and loader["clips_per_s"] > 0
-    assert loader["step_ms"] > 0 and loader["num_workers"] == 1
+    check_data_path_lines(data_path, frames=128, clip_frames=126, clip_s=1.275)
+
+
+def check_data_path_lines(lines: list[dict], frames: int, clip_frames: int, clip_s: float) -> None:
+    """The storage and loader lines of a synthetic run: every format and front end, sizes that make
+    sense for the speech-like clips, cores from the rates. Nothing about speed."""
+    storage = {(r["format"], r["fbank_kind"]): r for r in lines if r["case"] == "storage"}
+    assert set(storage) == {("fbank", "beats"), ("fbank", "eat"), ("raw_flac", None), ("raw_wav", None)}
+    for r in storage.values():
+        assert set(r) == STORAGE_KEYS and r["kind"] == "storage" and r["source"] == "synthetic" and r["signal"]
+        assert (r["clip_frames"], r["clip_s"], r["as2m_clips"]) == (clip_frames, clip_s, 2_000_000) and r["clips"] >= 4
+        assert r["bytes_per_clip"] > 0 and r["as2m_gb"] > 0
+        assert math.isclose(r["as2m_gb"], 2e6 * r["bytes_per_clip"] * 10 / clip_s / 1e9, rel_tol=3e-3)
+    fbank, flac, wav = storage["fbank", "eat"], storage["raw_flac", None], storage["raw_wav", None]
+    assert storage["fbank", "beats"]["bytes_per_clip"] == fbank["bytes_per_clip"]  # same shape, float32
+    # float32 log-mel: 128 x 4 bytes per frame, plus each matrix's header; 16-bit WAV: 2 bytes a sample
+    assert clip_frames * 512 < fbank["bytes_per_clip"] < clip_frames * 512 + 100
+    assert (clip_s * 16000 * 2) < wav["bytes_per_clip"] < clip_s * 16000 * 2 + 100
+    assert 0 < flac["bytes_per_clip"] < wav["bytes_per_clip"] < fbank["bytes_per_clip"]  # FLAC: lossless, smaller
+    assert fbank["as2m_gb_both_models"] == storage["fbank", "beats"]["as2m_gb_both_models"]
+    assert math.isclose(fbank["as2m_gb_both_models"], 2 * fbank["as2m_gb"], rel_tol=3e-3)  # one dump per front end
+    assert fbank["vs_fbank_both_models"] == 1.0 and flac["as2m_gb_both_models"] == flac["as2m_gb"]
+    assert math.isclose(flac["vs_fbank_both_models"], flac["as2m_gb"] / fbank["as2m_gb_both_models"], rel_tol=3e-3)
+    assert flac["vs_fbank_both_models"] < 0.2  # the issue's target: raw <= 1/5 of the two fbank dumps
+
+    loaders = {(r["format"], r["fbank_kind"]): r for r in lines if r["case"] == "loader"}
+    assert set(loaders) == {(f, k) for f in ("fbank", "raw_flac", "raw_flac_device") for k in ("beats", "eat")}
+    for (fmt, kind), r in loaders.items():
+        assert set(r) == LOADER_KEYS, f"{fmt}/{kind}: keys {sorted(set(r) ^ LOADER_KEYS)} differ"
+        assert (r["kind"], r["source"], r["frames"], r["clip_frames"]) == ("loader", "synthetic", frames, clip_frames)
+        assert r["bytes_per_clip"] == storage[("fbank", kind) if fmt == "fbank" else ("raw_flac", None)]["bytes_per_clip"]
+        assert r["clips"] == r["batch_size"] * r["batches"] and r["step_ms"] > 0 and r["clips_per_s"] > 0
+        assert math.isclose(r["clips_per_s"], r["clips"] / (r["step_ms"] * r["batches"]) * 1e3, rel_tol=3e-3)
+        assert math.isclose(r["clips_per_s_per_worker"], r["clips_per_s"] / max(r["num_workers"], 1), rel_tol=3e-3)
+        other = "beats" if kind == "eat" else "eat"
+        assert r[f"cores_for_8_gpus_{other}"] is None, "a front end's rate only says something about its model"
+        assert r[f"cores_for_8_gpus_{kind}"] >= 1
+        needed = 8 * {"eat": 290, "beats": 4200}[kind] / r["clips_per_s_per_worker"]  # from the line's 4 digits
+        assert needed * (1 - 1e-3) <= r[f"cores_for_8_gpus_{kind}"] < needed * (1 + 1e-3) + 1  # its ceiling
+        if fmt == "raw_flac_device":
+            assert r["device_ms_per_batch"] > 0
+            assert math.isclose(r["device_clips_per_s"], r["batch_size"] / r["device_ms_per_batch"] * 1e3, rel_tol=3e-3)
+        else:
+            assert r["device_ms_per_batch"] is None and r["device_clips_per_s"] is None
+
+
+def test_cores_for_8_gpus_and_the_synthetic_signal():
+    assert cores_for_gpus(290.0, "eat") == 8 and cores_for_gpus(289.0, "eat") == 9  # 8 x 290 clips/s
+    assert cores_for_gpus(4200.0, "beats") == 8 and cores_for_gpus(100.0, "beats") == 336
+    x = speech_like(16000, seed=3)
+    assert np.array_equal(x, speech_like(16000, seed=3)) and not np.array_equal(x, speech_like(16000, seed=4))
+    assert np.abs(x).max() < 1.0  # 16 bits without clipping
+    assert 20 * np.log10(np.sqrt(np.mean(x**2))) == pytest.approx(-24, abs=0.5)
 
 
 def test_help_and_usage_errors(repo_root, capsys):
@@ -156,8 +213,26 @@ def test_loader_case_reads_a_given_feats_scp(tmp_path):
                         batch_sizes={"loader": [4]}, loader_batches=3)
     [r] = run_benchmark(opts)
     assert r["source"] == str(scp) and r["frames"] == 128 and r["clips"] == 12 and r["num_workers"] == 0
+    assert (r["format"], r["fbank_kind"], r["clip_frames"], r["bytes_per_clip"]) == ("fbank", None, None, None)
+    assert r["cores_for_8_gpus_eat"] >= 1 and r["cores_for_8_gpus_beats"] >= 1  # front end unknown: both
     with pytest.raises(FileNotFoundError, match="no such feats.scp"):
         run_benchmark(BenchOptions(device="cpu", cases=("loader",), tiny=True, feats_scp=str(tmp_path / "none.scp")))
+
+
+def test_loader_case_reads_a_given_wav_scp_with_both_front_ends(tmp_path):
+    dirs = write_synthetic_dumps(tmp_path / "dumps", num_clips=4, num_samples=8000, seed=0)
+    scp = tmp_path / "train.scp"  # not named wav.scp, WAV inside the ark
+    scp.write_text((dirs["raw_wav"] / "wav.scp").read_text())
+    opts = BenchOptions(device="cpu", cases=("loader",), tiny=True, wav_scp=str(scp), num_workers=0,
+                        batch_sizes={"loader": [2]}, loader_batches=2)
+    lines = run_benchmark(opts)
+    assert [(r["case"], r["format"], r["fbank_kind"]) for r in lines] == [
+        ("loader", f, k) for f in ("raw_wav", "raw_wav_device") for k in ("beats", "eat")]
+    for r in lines:
+        assert r["source"] == str(scp) and r["clips"] == 4 and r["clips_per_s"] > 0
+        assert (r["device_ms_per_batch"] is not None) == r["format"].endswith("_device")
+    with pytest.raises(FileNotFoundError, match="no such wav.scp"):
+        run_benchmark(BenchOptions(device="cpu", cases=("loader",), tiny=True, wav_scp=str(tmp_path / "none.scp")))
 
 
 @pytest.mark.parametrize("padded", [False, True])
