@@ -104,7 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handlers = signals.stop_at_startup()
         return _main(list(sys.argv[1:] if argv is None else argv))
-    except signals.StartupStopped as e:
+    except BaseException as error:
+        e = signals.stop_of(error)
+        if e is None:
+            raise
         if not logging.getLogger().handlers:
             logging.basicConfig(stream=sys.stderr, format="%(asctime)s %(levelname)s: %(message)s")
         logger.warning("%s: nothing to save; exiting with code %d (re-run the same command to resume)",

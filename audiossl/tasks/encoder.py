@@ -11,7 +11,6 @@ A model.pt says how its encoder was built:
 from __future__ import annotations
 
 import copy
-import dataclasses
 import os
 from typing import Any, Mapping
 
@@ -20,25 +19,13 @@ import torch
 from audiossl.models.abs_encoder import AbsEncoder
 from audiossl.models.checkpoint import load_model, load_strict
 from audiossl.tasks.abs_task import get_task
+from audiossl.train.config import dataclass_from_dict, plain
 
 FINETUNE_TASK = "finetune"
 
 
-def plain(x: Any) -> Any:
-    """Dataclasses -> dicts, tuples -> lists (YAML- and torch.save-safe)."""
-    if dataclasses.is_dataclass(x) and not isinstance(x, type):
-        return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
-    if isinstance(x, (list, tuple)):
-        return [plain(v) for v in x]
-    if isinstance(x, dict):
-        return {k: plain(v) for k, v in x.items()}
-    return x
-
-
 def encoder_config(task_name: str, cfg_dict: dict[str, Any], where: str) -> Any:
     """The ModelConfig dataclass of task ``task_name`` from a saved dict (unknown keys are errors)."""
-    from audiossl.train.config import dataclass_from_dict
-
     return dataclass_from_dict(get_task(task_name).ModelConfig, dict(cfg_dict), where)
 
 

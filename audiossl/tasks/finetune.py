@@ -46,7 +46,8 @@ from audiossl.models.abs_train_model import AbsTrainModel
 from audiossl.models.checkpoint import load_model, load_strict
 from audiossl.models.classifier import AudioClassifier
 from audiossl.tasks.abs_task import AbsTask, register_task
-from audiossl.tasks.encoder import FINETUNE_TASK, build_encoder, encoder_config, encoder_source, plain, sub_state
+from audiossl.tasks.encoder import FINETUNE_TASK, build_encoder, encoder_config, encoder_source, sub_state
+from audiossl.train.config import plain
 
 logger = logging.getLogger(__name__)
 

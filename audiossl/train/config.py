@@ -530,20 +530,21 @@ def _get_dotted(cfg: Any, key: str) -> Any:
     return cfg
 
 
+def plain(x: Any) -> Any:
+    """Dataclasses -> dicts, tuples -> lists, paths -> strings: YAML- and torch.save-safe values."""
+    if dataclasses.is_dataclass(x) and not isinstance(x, type):
+        return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, dict):
+        return {k: plain(v) for k, v in x.items()}
+    if isinstance(x, Path):
+        return str(x)
+    return x
+
+
 def config_to_dict(cfg: TrainConfig) -> dict[str, Any]:
     """The resolved config as plain YAML-safe types (tuples become lists)."""
-
-    def plain(x: Any) -> Any:
-        if dataclasses.is_dataclass(x) and not isinstance(x, type):
-            return {f.name: plain(getattr(x, f.name)) for f in dataclasses.fields(x)}
-        if isinstance(x, (list, tuple)):
-            return [plain(v) for v in x]
-        if isinstance(x, dict):
-            return {k: plain(v) for k, v in x.items()}
-        if isinstance(x, Path):
-            return str(x)
-        return x
-
     return plain(cfg)
 
 

@@ -7,10 +7,10 @@ checkpoint loading, :func:`stop_at_startup` is in force: the first stop signal r
 :class:`StartupStopped` at once, wherever the process is, and the entry point exits 75 too: nothing
 was trained since the last checkpoint, so nothing is lost, and the requeued job resumes from that
 checkpoint. (The same handler is back in force once the loop is over.) :func:`watch_startup`, the
-entry point's first line, notes a signal that comes before its ``try`` is entered. A signal that
-comes inside an import is raised as soon as the import is over (an exception raised inside a C
-extension's initialisation can be turned into an ImportError and swallowed), at the latest when the
-trainer takes over (:func:`take_over`).
+entry point's first line, notes a signal that comes before its ``try`` is entered. A stop raised
+inside an import can come out as an ImportError (a C extension's initialisation turns it into one:
+:func:`stop_of` still tells it), or be swallowed by an optional-dependency fallback: then a watchdog
+raises it again shortly, and the trainer at the latest as it takes over (:func:`take_over`).
 
 This module imports nothing heavy: the entry point installs the handler before importing torch.
 """
@@ -38,10 +38,10 @@ class _Startup:
     signum: int | None = None  # the first stop signal seen
     armed = False  # raise StartupStopped (once) on a stop signal
     raised = False
-    alarm_handler: Any = signal.SIG_DFL  # SIGALRM's handler before a retry took it
+    alarm_handler: Any = signal.SIG_DFL  # SIGALRM's handler before the watchdog took it
 
 
-RETRY_S = 0.05  # how soon a stop that came inside an import is tried again
+WATCHDOG_S = 2.0  # after a stop was raised: raise it again if the start-up is still going on then
 
 
 def _in_import(frame: Any) -> bool:
@@ -53,31 +53,52 @@ def _in_import(frame: Any) -> bool:
     return False
 
 
-def _raise_stop(frame: Any) -> None:
-    """Raise StartupStopped for the noted signal, once, unless inside an import: an exception raised
-    there can come out of a C extension's initialisation as an ImportError, which the importer's
-    optional-dependency fallback then swallows (the stop would be lost and the start-up go on
-    half-imported). Then SIGALRM tries again shortly, until the import is over."""
+def _arm_watchdog(seconds: float) -> None:
+    previous = signal.signal(signal.SIGALRM, _on_watchdog)
+    if previous is not _on_watchdog:
+        _Startup.alarm_handler = previous
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+
+
+def _raise_stop() -> None:
+    """Raise StartupStopped for the noted signal, once (a second signal, to the process group and
+    then again from a launcher, must not interrupt the unwinding). The watchdog raises it again if
+    the start-up goes on: raised inside an import, an exception can be swallowed by the importer's
+    optional-dependency fallback (C extensions turn it into an ImportError)."""
     if not _Startup.armed or _Startup.raised or _Startup.signum is None:
         return
-    if _in_import(frame):
-        previous = signal.signal(signal.SIGALRM, _on_retry)
-        if previous is not _on_retry:
-            _Startup.alarm_handler = previous
-        signal.setitimer(signal.ITIMER_REAL, RETRY_S)
-        return
-    _Startup.raised = True  # a second signal (to the process group, then again from a launcher)
-    raise StartupStopped(_Startup.signum)  # must not interrupt the unwinding
+    _Startup.raised = True
+    _arm_watchdog(WATCHDOG_S)
+    raise StartupStopped(_Startup.signum)
 
 
 def _on_stop(signum: int, frame: Any) -> None:
     if _Startup.signum is None:
         _Startup.signum = signum
-    _raise_stop(frame)
+    _raise_stop()
 
 
-def _on_retry(signum: int, frame: Any) -> None:
-    _raise_stop(frame)
+def _on_watchdog(signum: int, frame: Any) -> None:
+    """The stop was raised a while ago and the start-up still goes on (the entry point's handler
+    would have disarmed it): it was swallowed. Raise it again, outside any import."""
+    if not _Startup.armed or _Startup.signum is None:
+        return
+    if _in_import(frame):
+        _arm_watchdog(0.05)
+        return
+    _arm_watchdog(WATCHDOG_S)
+    raise StartupStopped(_Startup.signum)
+
+
+def stop_of(e: BaseException) -> StartupStopped | None:
+    """The stop that ``e`` is or comes from, else None: a StartupStopped, or any exception once one
+    was raised (a C extension interrupted in its initialisation turns it into an ImportError,
+    numpy's for one, cutting the chain)."""
+    if isinstance(e, StartupStopped):
+        return e
+    if _Startup.raised and _Startup.signum is not None:
+        return StartupStopped(_Startup.signum)
+    return None
 
 
 def watch_startup() -> None:
@@ -101,17 +122,17 @@ def stop_at_startup() -> dict[int, Any]:
     return previous
 
 
-def _cancel_retry() -> None:
-    if signal.getsignal(signal.SIGALRM) is _on_retry:
+def _cancel_watchdog() -> None:
+    if signal.getsignal(signal.SIGALRM) is _on_watchdog:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, _Startup.alarm_handler)
 
 
 def take_over() -> None:
-    """Called as the training loop is about to take stop signals over: a stop that came inside an
-    import and waits for it to end (:func:`_raise_stop`) is raised now, as any stop of the start-up."""
-    _cancel_retry()
-    if _Startup.armed and not _Startup.raised and _Startup.signum is not None:
+    """Called as the training loop is about to take stop signals over: a stop of the start-up that
+    was swallowed (see :func:`_raise_stop`) is raised now, at the latest."""
+    _cancel_watchdog()
+    if _Startup.armed and _Startup.signum is not None:
         _Startup.raised = True
         raise StartupStopped(_Startup.signum)
 
@@ -119,6 +140,6 @@ def take_over() -> None:
 def restore(handlers: dict[int, Any]) -> None:
     """Put back what :func:`stop_at_startup` returned; stop signals no longer raise."""
     _Startup.armed = False
-    _cancel_retry()
+    _cancel_watchdog()
     for s, h in handlers.items():
         signal.signal(s, h)

@@ -316,7 +316,7 @@ def test_cli_eat_holds_out_when_valid_is_a_test_set(recipe, monkeypatch, caplog)
 def test_cli_fine_tuned_model(recipe, monkeypatch):
     """A fine-tuned model.pt is probed through its encoder; --random-init rebuilds that encoder."""
     from audiossl.tasks.abs_task import get_task
-    from audiossl.tasks.encoder import plain as _plain
+    from audiossl.train.config import plain as _plain
     from audiossl.tasks.finetune import FinetuneConfig
 
     monkeypatch.chdir(recipe)

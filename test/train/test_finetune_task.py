@@ -371,7 +371,7 @@ def test_background_noise_bank_and_crops(tmp_path):
 # --------------------------------------------------------------------------------------------
 def _round_trip_through_official(tmp_path, model, cfg, module):
     """Our fine-tuned model.pt -> the official layout -> import_official -> model.pt -> load_finetuned."""
-    from audiossl.tasks.encoder import plain as _plain
+    from audiossl.train.config import plain as _plain
     from audiossl.models.checkpoint import load_model
 
     save_model(tmp_path / "ft.pt", "finetune", {"task": "finetune", "model": _plain(cfg)}, model.state_dict(), model.export())
@@ -385,7 +385,7 @@ def _round_trip_through_official(tmp_path, model, cfg, module):
 
 def test_real_eat_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
     from audiossl.models.eat import checkpoint as eat_checkpoint
-    from audiossl.tasks.encoder import plain as _plain
+    from audiossl.train.config import plain as _plain
     from audiossl.train.config import dataclass_from_dict
 
     eat = get_task("eat_pretrain")
@@ -413,7 +413,7 @@ def test_real_eat_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
 
 def test_real_beats_encoder_fine_tunes_and_survives_the_official_layout(tmp_path):
     from audiossl.models.beats import checkpoint as beats_checkpoint
-    from audiossl.tasks.encoder import plain as _plain
+    from audiossl.train.config import plain as _plain
     from audiossl.train.config import dataclass_from_dict
 
     beats = get_task("beats_ssl")
