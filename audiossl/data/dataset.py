@@ -10,7 +10,7 @@ are decoded into features); :class:`FeatsWindows` gives every window that scorin
 zero-pads every clip of a batch to the same length IN LOG-MEL, BEFORE normalisation, and only then
 applies ``(x - mean) / (2 * std)``. So a padded frame holds ``-mean / (2 * std)`` after
 normalisation, as in the official EAT data path, and ``padding_mask`` marks it. The batch is the
-dict documented in ``audiossl/tasks/abs_task.py``.
+dict documented in ``audiossl/models/abs_train_model.py``.
 
 Random crops are reproducible: the sampler hands each clip a seed derived from (seed, epoch,
 position in the epoch), so a resumed run and a run on more processes crop exactly the same windows.
@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch

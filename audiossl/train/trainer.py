@@ -10,7 +10,7 @@ The trainer knows nothing of BEATs or EAT: a task (``audiossl/tasks/``) builds a
 * updates: AdamW with warm-up + cosine (``audiossl.train.optim``), gradient accumulation over the
   forward/backward passes of one update (no DDP all-reduce but on the last), gradient-norm clipping, bf16 autocast on
   CUDA, optional ``torch.compile``, optional weight EMA;
-* hooks on the training model (all optional but forward, see ``audiossl/tasks/abs_task.py``):
+* hooks on the training model (all optional but forward, see ``audiossl/models/abs_train_model.py``):
   ``no_weight_decay()``, ``layer_id(name)`` and ``num_layers`` (parameter groups),
   ``after_optimizer_step(num_updates)`` after every update, ``predict(batch)`` (validation scores
   for ``audiossl.score.metrics.compute_metrics``), ``export()`` (``model.pt``'s extra), and the
@@ -36,7 +36,6 @@ import dataclasses
 import importlib.util
 import logging
 import math
-import os
 import random
 import signal
 import threading

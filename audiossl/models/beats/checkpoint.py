@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import torch
-from torch import nn
 
 from audiossl.data.fbank import BEATS_NORM
 from audiossl.models.beats.backbone import BEATsBackbone, WeightNormConv1d
