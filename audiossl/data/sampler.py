@@ -330,14 +330,20 @@ class ShardedBatchSampler(Sampler):
         assert 0 <= start <= self.batches_per_epoch, f"start {start} outside the epoch's {self.batches_per_epoch} batches"
         self.epoch, self.start = epoch, start
 
-    def reader_stream(self, epoch: int, reader: int) -> np.ndarray:
-        """The clip indices reader ``reader`` hands out in epoch ``epoch``, in batch order."""
+    def epoch_plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
+        """(how often each clip is read, the order the shards are dealt in) of epoch ``epoch``."""
         rng = np.random.default_rng(self.seed + epoch)
         counts = np.ones(self.num_items, dtype=np.int64)
         if self.weights is not None:
             counts = np.bincount(draw_epoch(rng, len(self.weights), self.weights, self.samples_per_epoch,
                                             self.replacement), minlength=len(self.weights))
-        order = rng.permutation(len(self.shards))
+        return counts, rng.permutation(len(self.shards))
+
+    def reader_stream(self, epoch: int, reader: int,
+                      plan: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """The clip indices reader ``reader`` hands out in epoch ``epoch``, in batch order (``plan``:
+        the epoch's :meth:`epoch_plan`, when the caller has it)."""
+        counts, order = plan if plan is not None else self.epoch_plan(epoch)
         readers = self.num_replicas * self.num_workers
         mine = [self.shards[k] for k in order[reader % len(self.shards)::readers]]  # more readers than shards: shared
         stream = np.concatenate([np.repeat(s, counts[s]) for s in mine])
@@ -364,7 +370,8 @@ class ShardedBatchSampler(Sampler):
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         W, bs = self.num_workers, self.batch_size
         readers = [self.rank * W + w for w in range(W)]
-        streams = [self.reader_stream(self.epoch, g) for g in readers]
+        plan = self.epoch_plan(self.epoch)  # one draw for all of this rank's readers
+        streams = [self.reader_stream(self.epoch, g, plan) for g in readers]
         for b in range(self.start, self.batches_per_epoch):
             w, k = b % W, b // W  # batch k of worker w
             clips = streams[w][k * bs:(k + 1) * bs]
